@@ -1,0 +1,27 @@
+# Shared settings for the project's scripts (sourced, not run).
+# shellcheck shell=bash
+
+PROJECT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${VFIO_LU_BUILD:-$PROJECT/build}
+KSRC=$BUILD/linux          # kernel source: pristine 7.3 + patches + overlay (a git tree)
+KOBJ=$BUILD/obj            # kernel objects (O=)
+LOGS=$BUILD/logs
+SELFTESTS=$PROJECT/tools/testing/selftests/vfio_pci_liveupdate
+KDIR_DRIVER=drivers/vfio/pci/liveupdate   # where src/, Kbuild, Kconfig land in the tree
+JOBS=${JOBS:-$(nproc)}
+
+export PATH="$HOME/.cargo/bin:$PATH"
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
+
+rust_lib_src() {
+	local v
+	v=$(rustc --version | awk '{print $2}')
+	echo "/usr/src/rustc-$v/library"
+}
+
+kmake() {
+	make -C "$KSRC" O="$KOBJ" LLVM=-19 RUST_LIB_SRC="$(rust_lib_src)" -j"$JOBS" "$@"
+}
+
+log()  { printf '[%s] %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; }
+die()  { printf '[%s] ERROR: %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; exit 1; }
