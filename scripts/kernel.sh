@@ -125,6 +125,14 @@ if ! kmake bzImage modules > "$LOGS/kbuild.log" 2>&1; then
 	die "kernel build failed (see $LOGS/kbuild.log)"
 fi
 kmake -s headers_install >> "$LOGS/kbuild.log" 2>&1 || die "headers_install failed"
+# Our code builds without warnings (rustc, clippy, C): a warning that names a
+# file of the project fails the build step.
+ours='drivers/vfio/pci/liveupdate/|include/linux/kho/abi/vfio_pci|rust/kernel/(liveupdate|kho|vfio)'
+if grep -B2 -A6 -E '^(warning|error)(\[|:)' "$LOGS/kbuild.log" | grep -qE -- "--> .*($ours)" ||
+   grep -qE "($ours).*: warning:" "$LOGS/kbuild.log"; then
+	grep -B2 -A12 -E '^(warning|error)(\[|:)|: warning:' "$LOGS/kbuild.log" | head -60 >&2
+	die "warnings in the project's code (see $LOGS/kbuild.log)"
+fi
 t1=$(date +%s)
 n=$(grep -cE '^\s+(CC|RUSTC|AS|CC \[M\]|RUSTC \[M\]|RUSTC L|BINDGEN|LD|LD \[M\])\s' "$LOGS/kbuild.log" || true)
 log "kernel build done in $((t1 - t0)) s; $n object(s) (re)built"

@@ -19,8 +19,9 @@ rust_lib_src() {
 	echo "/usr/src/rustc-$v/library"
 }
 
+# CLIPPY=1: every Rust object of the kernel goes through clippy, ours included.
 kmake() {
-	make -C "$KSRC" O="$KOBJ" LLVM=-19 RUST_LIB_SRC="$(rust_lib_src)" -j"$JOBS" "$@"
+	make -C "$KSRC" O="$KOBJ" LLVM=-19 CLIPPY=1 RUST_LIB_SRC="$(rust_lib_src)" -j"$JOBS" "$@"
 }
 
 log()  { printf '[%s] %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; }

@@ -23,7 +23,11 @@ impl kernel::Module for VfioPciLiveUpdate {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         pr_info!(
             "vfio-pci live update (Rust) loaded, {}\n",
-            if cfg!(MODULE) { "as a module" } else { "built in" }
+            if cfg!(MODULE) {
+                "as a module"
+            } else {
+                "built in"
+            }
         );
         Ok(Self)
     }

@@ -1,0 +1,31 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# The project's two commands (see README.md):
+#   make run    build the kernel with our module, boot QEMU with emulated PCI
+#               devices, live-update (kexec) them, print what happened
+#   make test   the same build, then every test; ends with "N passed, N failed"
+#
+# Both install what is missing first (scripts/setup.sh) and rebuild only what
+# changed (the kernel tree and objects stay in build/).
+
+.PHONY: run test setup kernel clean distclean
+
+run: kernel
+	@scripts/vmtest.sh --mode demo --name run
+
+test: kernel
+	@scripts/test.sh
+
+kernel: setup
+	@scripts/kernel.sh
+
+setup:
+	@scripts/setup.sh
+
+# Remove the guest programs and run logs; keep the kernel tree and objects.
+clean:
+	rm -rf build/guest build/logs
+
+# Remove everything built, including the 7.3 tree (next build is cold).
+distclean:
+	rm -rf build

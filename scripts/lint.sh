@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Style checks that need no VM: rustfmt on our Rust, checkpatch on our C
+# patches. (clippy runs in the kernel build itself: CLIPPY=1 in lib.sh.)
+# Prints one "ok"/"FAIL" line per check; exit status 1 if any failed.
+set -uo pipefail
+LOG_TAG=lint
+. "$(dirname "$0")/lib.sh"
+
+fail=0
+check() {	# name, command...
+	local name=$1 out; shift
+	if out=$("$@" 2>&1); then
+		echo "  ok    lint     $name"
+	else
+		echo "  FAIL  lint     $name"
+		printf '%s\n' "$out" | head -30 | sed 's/^/        /'
+		fail=1
+	fi
+}
+
+mapfile -t rs < <(cd "$PROJECT" && find src rust -name '*.rs' 2>/dev/null | sort)
+if [ ${#rs[@]} -gt 0 ]; then
+	check "rustfmt --check (${#rs[@]} file(s))" \
+		bash -c 'cd "$1" && shift && rustfmt --check --color never --edition 2021 --config-path "$0/.rustfmt.toml" "$@"' \
+		"$KSRC" "$PROJECT" "${rs[@]}"
+fi
+for p in "$PROJECT"/patches/*.patch; do
+	[ -f "$p" ] || continue
+	check "checkpatch $(basename "$p")" \
+		bash -c '"$0/scripts/checkpatch.pl" --no-tree --quiet --strict "$1" && true' "$KSRC" "$p"
+done
+exit $fail

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Read the logs of one QEMU run of the two-stage test and report on it.
+
+Inputs (in the run directory): ktap.log, the guest's second serial port, which
+carries only KTAP from the test programs and "# vfio-lu:" status lines from
+PID 1; console.log, the serial console of both kernels.
+
+Every KTAP result of both stages counts, and so do the host's own checks of
+the run (both stages ran, the kexec happened with KHO, no kernel splat, no
+hang, every program ran its whole plan and exited 0). Exit status 0 only when
+all of them passed and none was skipped.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+STATUS = re.compile(r"^# vfio-lu: \[up=([\d.]+) tsc=(\d+)\] (.*)$")
+RESULT = re.compile(r"^(ok|not ok) (\d+) (.*?)(?:\s+#\s*(SKIP|TODO)\b.*)?$")
+PLAN = re.compile(r"^1\.\.(\d+)$")
+# Kernel reports that fail a run whatever the tests say.
+SPLATS = re.compile(
+    r"(Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
+    r"Unable to handle kernel|Call Trace:|KASAN:|UBSAN:|"
+    r"possible circular locking|inconsistent lock state|"
+    r"unreferenced object|INFO: task .* blocked)")
+
+
+class Run:
+    def __init__(self):
+        self.results = []      # (stage, program, name, status) status: pass/fail/skip
+        self.events = {}       # (stage, text) -> (uptime, tsc)
+        self.binds = {1: [], 2: []}
+        self.notes = []        # '#' lines of failing programs, for context
+
+
+def parse_ktap(path):
+    run = Run()
+    stage, prog, plan, seen, lines = 0, None, None, 0, []
+
+    def close_program(exit_text):
+        nonlocal prog, plan, seen, lines
+        name = prog or "?"
+        ok_exit = exit_text.endswith("exit=0")
+        if plan is None or seen != plan or not ok_exit:
+            run.results.append((stage, name, "ran its whole plan and exited 0", "fail"))
+            run.notes.append(f"stage {stage} {name}: plan {plan}, {seen} result(s), {exit_text}")
+            run.notes.extend(f"    {l}" for l in lines[-15:])
+        prog, plan, seen, lines = None, None, 0, []
+
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.rstrip("\r")
+        m = STATUS.match(line)
+        if m:
+            up, tsc, text = float(m.group(1)), int(m.group(2)), m.group(3)
+            sm = re.match(r"stage (\d): init", text)
+            if sm:
+                stage = int(sm.group(1))
+            run.events[(stage, text)] = (up, tsc)
+            bm = re.match(r"(\S+) \((\w+:\w+)\) (?:-> |already bound to )(.*)", text)
+            if bm:
+                run.binds[stage].append((bm.group(1), bm.group(2), bm.group(3)))
+            tm = re.match(r"test (\S+) (exit=\d+|killed by signal \d+)", text)
+            if tm:
+                prog = prog or Path(tm.group(1)).name
+                close_program(tm.group(2))
+            continue
+        if line.startswith("TAP version"):
+            prog, plan, seen, lines = None, None, 0, []
+            continue
+        m = PLAN.match(line)
+        if m:
+            plan = int(m.group(1))
+            continue
+        m = RESULT.match(line)
+        if m:
+            seen += 1
+            status = "skip" if m.group(4) == "SKIP" else ("pass" if m.group(1) == "ok" else "fail")
+            name = m.group(3).strip()
+            if prog is None and "." in name:
+                prog = name.split(".")[0]
+            run.results.append((stage, prog or "?", name, status))
+            continue
+        if line.startswith("#"):
+            lines.append(line)
+    return run
+
+
+def ev(run, stage, prefix):
+    for (s, text), v in run.events.items():
+        if s == stage and text.startswith(prefix):
+            return v
+    return None
+
+
+def tsc_mhz(console):
+    m = re.search(r"tsc: Detected ([\d.]+) MHz", console)
+    return float(m.group(1)) if m else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("rundir", type=Path)
+    ap.add_argument("--mode", default="test", choices=["test", "demo"])
+    ap.add_argument("--qemu-rc", type=int, default=0)
+    ap.add_argument("--wall", type=float, default=0.0)
+    ap.add_argument("--devices", default="")
+    args = ap.parse_args()
+
+    ktap = args.rundir / "ktap.log"
+    console_path = args.rundir / "console.log"
+    run = parse_ktap(ktap) if ktap.exists() else Run()
+    console = console_path.read_text(errors="replace") if console_path.exists() else ""
+
+    # Host checks of the run as a whole.
+    host = []
+    host.append(("QEMU exited by itself (no hang, no timeout)", args.qemu_rc == 0,
+                 f"qemu exit status {args.qemu_rc}" + (" (timeout)" if args.qemu_rc in (124, 137) else "")))
+    host.append(("stage 1 ran its tests and started the kexec",
+                 ev(run, 1, "stage 1: done, kexec") is not None, "no 'stage 1: done, kexec' line"))
+    host.append(("stage 2 booted by kexec and found KHO data",
+                 ev(run, 2, "stage 2: init") is not None and "KHO: found kexec handover data" in console,
+                 "stage 2 did not start, or KHO handed nothing over"))
+    host.append(("stage 2 ran its tests to the end",
+                 ev(run, 2, "stage 2: done") is not None, "no 'stage 2: done' line"))
+    splats = [l for l in console.splitlines() if SPLATS.search(l)]
+    host.append(("no panic, BUG, Oops, WARNING or sanitizer report in either kernel's log",
+                 not splats, "; ".join(s.strip() for s in splats[:5])))
+    for stage in (1, 2):
+        if not any(r[0] == stage for r in run.results):
+            host.append((f"stage {stage} produced KTAP results", False, "none seen"))
+
+    results = [(s, p, n, st) for (s, p, n, st) in run.results]
+    results += [(0, "host", name, "pass" if ok else "fail") for name, ok, _ in host]
+    passed = sum(1 for r in results if r[3] == "pass")
+    failed = sum(1 for r in results if r[3] == "fail")
+    skipped = sum(1 for r in results if r[3] == "skip")
+
+    out = []
+    if args.mode == "demo":
+        out += demo_summary(run, console, args)
+    else:
+        for s, p, n, st in results:
+            where = f"stage {s}" if s else "host"
+            word = {"pass": "ok    ", "fail": "FAIL  ", "skip": "SKIP  "}[st]
+            out.append(f"  {word}{where:8} {p}: {n}")
+    for name, ok, why in host:
+        if not ok:
+            out.append(f"  host check failed: {name}: {why}")
+    if run.notes:
+        out.append("  failing programs:")
+        out += [f"    {n}" for n in run.notes]
+    if failed or skipped:
+        out.append(f"  logs: {args.rundir}")
+    tail = f"vm: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+    print("\n".join(out))
+    print(tail)
+    return 0 if (failed == 0 and skipped == 0) else 1
+
+
+def demo_summary(run, console, args):
+    out = ["", "vfio-pci live update: what happened", ""]
+    for stage, title in ((1, "old kernel (stage 1)"), (2, "new kernel (stage 2, after kexec)")):
+        out.append(f"  {title}:")
+        if not run.binds[stage]:
+            out.append("    no devices seen")
+        for bdf, ids, drv in run.binds[stage]:
+            out.append(f"    {bdf}  [{ids}]  bound to {drv}")
+    out.append("")
+    mhz = tsc_mhz(console)
+    s1_init, s1_kexec = ev(run, 1, "stage 1: init"), ev(run, 1, "stage 1: done, kexec")
+    s2_init, s2_done = ev(run, 2, "stage 2: init"), ev(run, 2, "stage 2: done")
+    if s1_init:
+        out.append(f"  old kernel booted to init in        {s1_init[0]:7.3f} s (uptime)")
+    if s1_init and s1_kexec:
+        out.append(f"  stage 1 (bind, tests, preserve)     {s1_kexec[0] - s1_init[0]:7.3f} s")
+    if s1_kexec and s2_init and mhz:
+        dt = (s2_init[1] - s1_kexec[1]) / (mhz * 1e6)
+        out.append(f"  reboot(KEXEC) to new kernel's init  {dt:7.3f} s (TSC at {mhz:.0f} MHz; new kernel up {s2_init[0]:.3f} s of it)")
+    if s2_init and s2_done:
+        out.append(f"  stage 2 (retrieve, check, finish)   {s2_done[0] - s2_init[0]:7.3f} s")
+    out.append(f"  QEMU wall time, both kernels        {args.wall:7.3f} s (TCG)")
+    out.append("")
+    for s, p, n, st in run.results:
+        if p.startswith("luo_") or "preserve" in n or "retrieve" in n:
+            out.append(f"  {'ok  ' if st == 'pass' else 'FAIL'} stage {s}: {n}")
+    out.append("")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Build the guest programs and the two nested initramfs images, boot the test
+# kernel in QEMU (q35, intel-iommu, one PCIe root port per emulated device),
+# let the guest run stage 1, kexec, run stage 2 and power off, then report.
+#
+#   scripts/vmtest.sh [--mode test|demo] [--devices "virtio-net-pci igb edu"]
+#                     [--timeout SECONDS] [--name NAME] [--kvm]
+#
+# Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
+# serial console of both kernels), ktap.log (second serial port: KTAP and
+# "# vfio-lu:" status lines only), qemu.cmd and report.txt; build/logs/latest
+# points at the newest run. The exit status is 0 only if every check passed.
+set -euo pipefail
+LOG_TAG=vmtest
+. "$(dirname "$0")/lib.sh"
+
+MODE=test
+DEVICES="virtio-net-pci igb edu"
+TIMEOUT=${VFIO_LU_TIMEOUT:-300}
+NAME=
+ACCEL="-accel tcg -cpu max"
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--mode) MODE=$2; shift 2 ;;
+	--devices) DEVICES=$2; shift 2 ;;
+	--timeout) TIMEOUT=$2; shift 2 ;;
+	--name) NAME=$2; shift 2 ;;
+	--kvm) ACCEL="-accel kvm -cpu host"; shift ;;
+	*) die "unknown argument $1" ;;
+	esac
+done
+NAME=${NAME:-$MODE}
+
+[ -f "$KOBJ/arch/x86/boot/bzImage" ] || die "no kernel: run scripts/kernel.sh first"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/setup.sh"
+
+GUEST=$BUILD/guest
+RUN=$LOGS/runs/$(date +%Y%m%d-%H%M%S)-$NAME
+mkdir -p "$GUEST/bin" "$RUN"
+ln -sfn "$RUN" "$LOGS/latest"
+
+# --- guest programs (static, glibc) -----------------------------------------
+CFLAGS=(-static -O2 -Wall -Wno-unused-result
+	-isystem "$KOBJ/usr/include"
+	-I "$KSRC/tools/testing/selftests" -I "$SELFTESTS")
+for src in "$SELFTESTS"/*.c; do
+	bin=$GUEST/bin/$(basename "$src" .c)
+	if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ] || [ "$SELFTESTS/vfio_lu_util.h" -nt "$bin" ] ||
+	   [ "$KOBJ/usr/include/linux/vfio.h" -nt "$bin" ]; then
+		gcc "${CFLAGS[@]}" -o "$bin" "$src" || die "building $(basename "$src") failed"
+	fi
+done
+
+# --- initramfs images ----------------------------------------------------------
+MODULE=$KOBJ/$KDIR_DRIVER/vfio_pci_liveupdate.ko
+[ -f "$MODULE" ] || die "$MODULE missing"
+cpio_list() {	# $1 = stage of the image
+	cat <<LIST
+dir /dev 0755 0 0
+nod /dev/console 0600 0 0 c 5 1
+dir /proc 0755 0 0
+dir /sys 0755 0 0
+dir /tmp 01777 0 0
+dir /lib 0755 0 0
+dir /lib/modules 0755 0 0
+dir /tests 0755 0 0
+file /init $GUEST/bin/init 0755 0 0
+file /lib/modules/vfio_pci_liveupdate.ko $MODULE 0644 0 0
+file /tests/stage1 $SELFTESTS/stage1.list 0644 0 0
+file /tests/stage2 $SELFTESTS/stage2.list 0644 0 0
+LIST
+	for b in "$GUEST"/bin/*; do
+		[ "$(basename "$b")" = init ] || echo "file /tests/$(basename "$b") $b 0755 0 0"
+	done
+	if [ "$1" = 1 ]; then
+		echo "file /kernel $KOBJ/arch/x86/boot/bzImage 0644 0 0"
+		echo "file /initrd.img $GUEST/initrd-stage2.cpio 0644 0 0"
+	fi
+}
+cpio_list 2 > "$GUEST/stage2.list"
+"$KOBJ/usr/gen_init_cpio" "$GUEST/stage2.list" > "$GUEST/initrd-stage2.cpio"
+cpio_list 1 > "$GUEST/stage1.list"
+"$KOBJ/usr/gen_init_cpio" "$GUEST/stage1.list" > "$GUEST/initrd-stage1.cpio"
+
+# --- QEMU ----------------------------------------------------------------------
+# intel-iommu must come before the devices it translates for.
+qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
+      -nodefaults -nographic -no-reboot
+      -device intel-iommu,intremap=on,caching-mode=on)
+ids=()
+i=0
+for dev in $DEVICES; do
+	i=$((i + 1))
+	qemu+=(-device "pcie-root-port,id=rp$i,chassis=$i,slot=$i")
+	case "$dev" in
+	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); ids+=(1af4:1041) ;;
+	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); ids+=(8086:10c9) ;;
+	edu)            qemu+=(-device "edu,bus=rp$i"); ids+=(1234:11e8) ;;
+	*) die "unknown device type '$dev' (known: virtio-net-pci igb edu)" ;;
+	esac
+done
+cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
+qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
+       -kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$GUEST/initrd-stage1.cpio"
+       -append "$cmdline")
+printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
+
+log "booting QEMU ($i device(s): $DEVICES), timeout ${TIMEOUT}s, logs: $RUN"
+t0=$(date +%s.%N)
+set +e
+timeout --kill-after=10 "$TIMEOUT" "${qemu[@]}" < /dev/null > "$RUN/qemu.out" 2>&1
+qrc=$?
+set -e
+t1=$(date +%s.%N)
+echo "$qrc" > "$RUN/qemu.rc"
+python3 "$PROJECT/scripts/vm_report.py" --mode "$MODE" --qemu-rc "$qrc" \
+	--wall "$(echo "$t1 - $t0" | bc)" --devices "$DEVICES" "$RUN" | tee "$RUN/report.txt"
+exit "${PIPESTATUS[0]}"

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * PID 1 of the test guest, for both kernels of the two-stage test.
+ *
+ * Stage 1 (vfio_lu_stage=1 on the command line):
+ *   mount, load vfio_pci_liveupdate.ko, bind the emulated devices to
+ *   vfio-pci, run the stage-1 tests, load /kernel + /initrd.img with
+ *   kexec_file_load() (command line with vfio_lu_stage=2) and kexec.
+ * Stage 2: the same up to the tests, then power off.
+ *
+ * The module is loaded before anything opens /dev/liveupdate: after a kexec,
+ * LUO matches incoming files to handlers on the first open.
+ *
+ * Test output goes to the console and to the second serial port (ttyS1),
+ * which carries nothing but KTAP and "# vfio-lu:" status lines to the host.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "vfio_lu_util.h"
+
+#define MODULE_PATH	"/lib/modules/" VFIO_LU_MODULE ".ko"
+#define KERNEL_IMAGE	"/kernel"
+#define INITRD_IMAGE	"/initrd.img"
+#define TESTS_LIST	"/tests/stage%d"
+
+static int ktap_fd = -1;
+
+/*
+ * A status line, to the console and to the host's KTAP channel. It carries
+ * the kernel's uptime and the TSC, which keeps counting across the kexec (the
+ * same virtual machine), so that the host can time the jump between kernels.
+ */
+static void say(const char *fmt, ...)
+{
+	struct timespec ts;
+	char line[512];
+	va_list ap;
+	int n;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	n = snprintf(line, sizeof(line), "# vfio-lu: [up=%ld.%06ld tsc=%llu] ",
+		     (long)ts.tv_sec, ts.tv_nsec / 1000,
+		     (unsigned long long)__builtin_ia32_rdtsc());
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	va_end(ap);
+	if (n >= (int)sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	if (write(STDOUT_FILENO, line, n) < 0) { /* nothing to do */ }
+	if (ktap_fd >= 0 && write(ktap_fd, line, n) < 0) { /* idem */ }
+}
+
+static void mount_filesystems(void)
+{
+	mkdir("/dev", 0755);
+	mkdir("/proc", 0755);
+	mkdir("/sys", 0755);
+	mkdir("/tmp", 01777);
+	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
+		say("mount devtmpfs: %s", strerror(errno));
+	if (mount("proc", "/proc", "proc", 0, NULL))
+		say("mount proc: %s", strerror(errno));
+	if (mount("sysfs", "/sys", "sysfs", 0, NULL))
+		say("mount sysfs: %s", strerror(errno));
+	if (mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL))
+		say("mount debugfs: %s", strerror(errno));
+	if (mount("tmpfs", "/tmp", "tmpfs", 0, NULL))
+		say("mount tmpfs: %s", strerror(errno));
+}
+
+static void load_module(void)
+{
+	int fd = open(MODULE_PATH, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		say("module %s: %s", MODULE_PATH, strerror(errno));
+		return;
+	}
+	if (syscall(SYS_finit_module, fd, "", 0))
+		say("loading %s failed: %s", VFIO_LU_MODULE, strerror(errno));
+	else
+		say("loaded %s", VFIO_LU_MODULE);
+	close(fd);
+}
+
+/* driver_override + drivers_probe, as a VMM's set-up script would do. */
+static void bind_devices(void)
+{
+	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	char path[PATH_MAX], drv[64];
+	int n, i, ret;
+
+	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	if (n < 0) {
+		say("no devices to bind: %s", strerror(-n));
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		const char *bdf = devs[i].bdf;
+
+		vfio_lu_driver(bdf, drv, sizeof(drv));
+		if (!strcmp(drv, "vfio-pci")) {
+			say("%s (%04x:%04x) already bound to vfio-pci", bdf,
+			    devs[i].vendor, devs[i].device);
+			continue;
+		}
+		snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver_override", bdf);
+		ret = vfio_lu_write_file(path, "vfio-pci");
+		if (!ret && drv[0]) {
+			snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver/unbind", bdf);
+			ret = vfio_lu_write_file(path, bdf);
+		}
+		if (!ret)
+			ret = vfio_lu_write_file(PCI_DEVICES "/../drivers_probe", bdf);
+		vfio_lu_driver(bdf, drv, sizeof(drv));
+		say("%s (%04x:%04x) -> %s%s%s", bdf, devs[i].vendor, devs[i].device,
+		    drv[0] ? drv : "no driver", ret ? ": " : "",
+		    ret ? strerror(-ret) : "");
+	}
+}
+
+/* Run one test command line, copying its output to console and ttyS1. */
+static int run_test(char *cmd)
+{
+	char *argv[16], *save, buf[4096];
+	int pfd[2], status, argc = 0;
+	ssize_t n;
+	pid_t pid;
+
+	for (char *t = strtok_r(cmd, " ", &save); t && argc < 15;
+	     t = strtok_r(NULL, " ", &save))
+		argv[argc++] = t;
+	argv[argc] = NULL;
+	if (!argc)
+		return 0;
+	if (pipe2(pfd, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		char *envp[] = { "PATH=/tests", NULL };
+
+		dup2(pfd[1], STDOUT_FILENO);
+		dup2(pfd[1], STDERR_FILENO);
+		execve(argv[0], argv, envp);
+		fprintf(stderr, "execve %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pfd[1]);
+	while ((n = read(pfd[0], buf, sizeof(buf))) > 0) {
+		if (write(STDOUT_FILENO, buf, n) < 0) { /* console gone */ }
+		if (ktap_fd >= 0 && write(ktap_fd, buf, n) < 0) { /* idem */ }
+	}
+	close(pfd[0]);
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	if (WIFSIGNALED(status)) {
+		say("test %s killed by signal %d", argv[0], WTERMSIG(status));
+		return 128 + WTERMSIG(status);
+	}
+	say("test %s exit=%d", argv[0], WEXITSTATUS(status));
+	return WEXITSTATUS(status);
+}
+
+static int run_tests(int stage)
+{
+	char list[PATH_MAX], line[512];
+	int failed = 0;
+	FILE *f;
+
+	snprintf(list, sizeof(list), TESTS_LIST, stage);
+	f = fopen(list, "re");
+	if (!f) {
+		say("stage %d: no test list %s", stage, list);
+		return 1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == '\0' || line[0] == '#')
+			continue;
+		if (run_test(line))
+			failed++;
+	}
+	fclose(f);
+	return failed;
+}
+
+static int kexec_load_next(void)
+{
+	char cmdline[4096], *p;
+	int kfd, ifd, ret;
+
+	ret = vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline) - 16);
+	if (ret)
+		return ret;
+	p = strstr(cmdline, "vfio_lu_stage=1");
+	if (p)
+		p[strlen("vfio_lu_stage=")] = '2';
+	else
+		strcat(cmdline, " vfio_lu_stage=2");
+
+	kfd = open(KERNEL_IMAGE, O_RDONLY | O_CLOEXEC);
+	if (kfd < 0)
+		return -errno;
+	ifd = open(INITRD_IMAGE, O_RDONLY | O_CLOEXEC);
+	if (ifd < 0) {
+		ret = -errno;
+		close(kfd);
+		return ret;
+	}
+	ret = syscall(SYS_kexec_file_load, kfd, ifd, strlen(cmdline) + 1,
+		      cmdline, 0UL) ? -errno : 0;
+	close(ifd);
+	close(kfd);
+	return ret;
+}
+
+int main(void)
+{
+	int stage, failed, ret;
+
+	mount_filesystems();
+	ktap_fd = open("/dev/ttyS1", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	stage = vfio_lu_stage();
+	say("stage %d: init", stage);
+
+	load_module();
+	bind_devices();
+
+	failed = run_tests(stage);
+	say("stage %d: tests done, %d program(s) failed", stage, failed);
+
+	if (stage == 1) {
+		ret = kexec_load_next();
+		if (ret) {
+			say("stage 1: kexec_file_load failed: %s", strerror(-ret));
+		} else {
+			say("stage 1: done, kexec");
+			sync();
+			reboot(RB_KEXEC);
+			say("stage 1: reboot(KEXEC) failed: %s", strerror(errno));
+		}
+	} else {
+		say("stage 2: done, power off");
+	}
+	sync();
+	reboot(RB_POWER_OFF);
+	return 0;
+}

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The test bed itself, checked in both kernels of the two-stage test: our
+ * module is loaded, every emulated device is bound to vfio-pci, and each one's
+ * VFIO cdev opens, binds to iommufd and answers VFIO_DEVICE_GET_INFO and a
+ * config space read.
+ */
+#define _GNU_SOURCE
+#include <sys/ioctl.h>
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+
+#include "vfio_lu_util.h"
+#include "kselftest_harness.h"
+
+TEST(module_loaded)
+{
+	char state[32];
+
+	ASSERT_EQ(0, vfio_lu_read_file("/sys/module/" VFIO_LU_MODULE "/initstate",
+				       state, sizeof(state)))
+		TH_LOG("module " VFIO_LU_MODULE " is not loaded");
+	ASSERT_STREQ("live", state);
+}
+
+TEST(devices_bound_to_vfio_pci)
+{
+	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	unsigned int ids[VFIO_LU_MAX_DEVS][2];
+	int nids, n, i;
+	char drv[64];
+
+	nids = vfio_lu_wanted_ids(ids, VFIO_LU_MAX_DEVS);
+	ASSERT_LT(0, nids) TH_LOG("no vfio_lu_devs= on the kernel command line");
+	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	ASSERT_EQ(nids, n) TH_LOG("expected %d emulated devices, found %d", nids, n);
+	for (i = 0; i < n; i++) {
+		vfio_lu_driver(devs[i].bdf, drv, sizeof(drv));
+		EXPECT_STREQ("vfio-pci", drv)
+			TH_LOG("%s (%04x:%04x) is bound to '%s'", devs[i].bdf,
+			       devs[i].vendor, devs[i].device, drv);
+	}
+}
+
+TEST(cdev_bind_iommufd_get_info)
+{
+	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	int n, i;
+
+	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	ASSERT_LT(0, n);
+	for (i = 0; i < n; i++) {
+		struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+		struct vfio_region_info reg = {
+			.argsz = sizeof(reg),
+			.index = VFIO_PCI_CONFIG_REGION_INDEX,
+		};
+		struct vfio_device_info info = { .argsz = sizeof(info) };
+		const char *bdf = devs[i].bdf;
+		char cdev[PATH_MAX];
+		uint16_t vendor = 0;
+		int devfd, iommufd;
+
+		ASSERT_EQ(0, vfio_lu_cdev_path(bdf, cdev, sizeof(cdev)))
+			TH_LOG("%s has no VFIO cdev", bdf);
+		devfd = open(cdev, O_RDWR | O_CLOEXEC);
+		ASSERT_LE(0, devfd) TH_LOG("%s: open %s: %s", bdf, cdev, strerror(errno));
+		iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+		ASSERT_LE(0, iommufd) TH_LOG("open /dev/iommu: %s", strerror(errno));
+
+		/* Before BIND_IOMMUFD the device file refuses device ioctls. */
+		EXPECT_NE(0, ioctl(devfd, VFIO_DEVICE_GET_INFO, &info));
+
+		bind.iommufd = iommufd;
+		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind))
+			TH_LOG("%s: VFIO_DEVICE_BIND_IOMMUFD: %s", bdf, strerror(errno));
+		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_GET_INFO, &info))
+			TH_LOG("%s: VFIO_DEVICE_GET_INFO: %s", bdf, strerror(errno));
+		EXPECT_TRUE(info.flags & VFIO_DEVICE_FLAGS_PCI) TH_LOG("%s", bdf);
+		EXPECT_LT(VFIO_PCI_CONFIG_REGION_INDEX, info.num_regions) TH_LOG("%s", bdf);
+		EXPECT_EQ(VFIO_PCI_NUM_IRQS, info.num_irqs) TH_LOG("%s", bdf);
+
+		/* The config space seen through VFIO is the device's. */
+		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_GET_REGION_INFO, &reg))
+			TH_LOG("%s: config region info: %s", bdf, strerror(errno));
+		ASSERT_EQ(2, pread(devfd, &vendor, 2, reg.offset))
+			TH_LOG("%s: config read: %s", bdf, strerror(errno));
+		EXPECT_EQ(devs[i].vendor, vendor) TH_LOG("%s", bdf);
+
+		close(devfd);
+		close(iommufd);
+	}
+}
+
+TEST_HARNESS_MAIN

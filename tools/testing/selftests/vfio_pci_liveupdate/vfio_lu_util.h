@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers shared by the guest programs of the vfio-pci live update tests:
+ * kernel command line parameters, the emulated PCI devices under test, and
+ * small sysfs accessors.
+ *
+ * The host runner (vmtest.sh) passes on the kernel command line:
+ *   vfio_lu_stage=1|2       which stage of the two-stage test runs
+ *   vfio_lu_devs=V:D,V:D,...  one vendor:device entry per emulated device
+ */
+#ifndef VFIO_LU_UTIL_H
+#define VFIO_LU_UTIL_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VFIO_LU_MAX_DEVS	64
+#define VFIO_LU_MODULE		"vfio_pci_liveupdate"
+#define PCI_DEVICES		"/sys/bus/pci/devices"
+
+struct vfio_lu_dev {
+	char bdf[16];		/* "0000:01:00.0" */
+	unsigned int vendor;
+	unsigned int device;
+};
+
+/* Read a small sysfs/proc file into @buf, without the trailing newline. */
+static inline int vfio_lu_read_file(const char *path, char *buf, size_t len)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	return 0;
+}
+
+static inline int vfio_lu_write_file(const char *path, const char *val)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+/* Value of "key=value" on the kernel command line, or -ENOENT. */
+static inline int vfio_lu_cmdline(const char *key, char *val, size_t len)
+{
+	char cmdline[4096], *tok, *save;
+	size_t klen = strlen(key);
+	int ret;
+
+	ret = vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline));
+	if (ret)
+		return ret;
+	for (tok = strtok_r(cmdline, " ", &save); tok;
+	     tok = strtok_r(NULL, " ", &save)) {
+		if (!strncmp(tok, key, klen) && tok[klen] == '=') {
+			snprintf(val, len, "%s", tok + klen + 1);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static inline int vfio_lu_stage(void)
+{
+	char val[8];
+
+	if (vfio_lu_cmdline("vfio_lu_stage", val, sizeof(val)))
+		return 1;
+	return atoi(val);
+}
+
+/*
+ * Vendor:device pairs the host asked for, one per emulated device.
+ * Returns how many, or a negative errno.
+ */
+static inline int vfio_lu_wanted_ids(unsigned int ids[][2], int max)
+{
+	char val[1024], *tok, *save;
+	int n = 0, ret;
+
+	ret = vfio_lu_cmdline("vfio_lu_devs", val, sizeof(val));
+	if (ret)
+		return ret;
+	for (tok = strtok_r(val, ",", &save); tok && n < max;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (sscanf(tok, "%x:%x", &ids[n][0], &ids[n][1]) != 2)
+			return -EINVAL;
+		n++;
+	}
+	return n;
+}
+
+static inline int vfio_lu_sysfs_hex(const char *bdf, const char *attr,
+				    unsigned int *out)
+{
+	char path[PATH_MAX], buf[32];
+	int ret;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/%s", bdf, attr);
+	ret = vfio_lu_read_file(path, buf, sizeof(buf));
+	if (ret)
+		return ret;
+	*out = strtoul(buf, NULL, 16);
+	return 0;
+}
+
+static inline int vfio_lu_bdf_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vfio_lu_dev *)a)->bdf,
+		      ((const struct vfio_lu_dev *)b)->bdf);
+}
+
+/*
+ * The PCI devices whose vendor:device is one of those the host asked for,
+ * sorted by BDF. Returns how many, or a negative errno.
+ */
+static inline int vfio_lu_find_devs(struct vfio_lu_dev *devs, int max)
+{
+	unsigned int ids[VFIO_LU_MAX_DEVS][2];
+	int nids, n = 0, i;
+	struct dirent *de;
+	DIR *dir;
+
+	nids = vfio_lu_wanted_ids(ids, VFIO_LU_MAX_DEVS);
+	if (nids < 0)
+		return nids;
+	dir = opendir(PCI_DEVICES);
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir)) && n < max) {
+		struct vfio_lu_dev d = {};
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(d.bdf))
+			continue;
+		strcpy(d.bdf, de->d_name);
+		if (vfio_lu_sysfs_hex(d.bdf, "vendor", &d.vendor) ||
+		    vfio_lu_sysfs_hex(d.bdf, "device", &d.device))
+			continue;
+		for (i = 0; i < nids; i++) {
+			if (ids[i][0] == d.vendor && ids[i][1] == d.device) {
+				devs[n++] = d;
+				break;
+			}
+		}
+	}
+	closedir(dir);
+	qsort(devs, n, sizeof(*devs), vfio_lu_bdf_cmp);
+	return n;
+}
+
+/* Name of the driver bound to @bdf into @drv ("" if none). */
+static inline void vfio_lu_driver(const char *bdf, char *drv, size_t len)
+{
+	char path[PATH_MAX], target[PATH_MAX];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver", bdf);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0) {
+		drv[0] = '\0';
+		return;
+	}
+	target[n] = '\0';
+	snprintf(drv, len, "%s", strrchr(target, '/') + 1);
+}
+
+/* "/dev/vfio/devices/vfioN" of a device bound to vfio-pci. */
+static inline int vfio_lu_cdev_path(const char *bdf, char *out, size_t len)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	int ret = -ENOENT;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/vfio-dev", bdf);
+	dir = opendir(path);
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir))) {
+		if (!strncmp(de->d_name, "vfio", 4)) {
+			snprintf(out, len, "/dev/vfio/devices/%s", de->d_name);
+			ret = 0;
+			break;
+		}
+	}
+	closedir(dir);
+	return ret;
+}
+
+#endif /* VFIO_LU_UTIL_H */
