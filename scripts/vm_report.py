@@ -36,17 +36,20 @@ class Run:
 
 def parse_ktap(path):
     run = Run()
-    stage, prog, plan, seen, lines = 0, None, None, 0, []
+    # A program's results are held until PID 1's "test <path> exit=N" line
+    # names the program that printed them.
+    stage, prog, plan, seen, lines, pending = 0, None, None, 0, [], []
 
     def close_program(exit_text):
-        nonlocal prog, plan, seen, lines
+        nonlocal prog, plan, seen, lines, pending
         name = prog or "?"
+        run.results.extend((stage, name, n, st) for n, st in pending)
         ok_exit = exit_text.endswith("exit=0")
         if plan is None or seen != plan or not ok_exit:
             run.results.append((stage, name, "ran its whole plan and exited 0", "fail"))
             run.notes.append(f"stage {stage} {name}: plan {plan}, {seen} result(s), {exit_text}")
             run.notes.extend(f"    {l}" for l in lines[-15:])
-        prog, plan, seen, lines = None, None, 0, []
+        prog, plan, seen, lines, pending = None, None, 0, [], []
 
     for raw in path.read_text(errors="replace").splitlines():
         line = raw.rstrip("\r")
@@ -62,11 +65,11 @@ def parse_ktap(path):
                 run.binds[stage].append((bm.group(1), bm.group(2), bm.group(3)))
             tm = re.match(r"test (\S+) (exit=\d+|killed by signal \d+)", text)
             if tm:
-                prog = prog or Path(tm.group(1)).name
+                prog = Path(tm.group(1)).name
                 close_program(tm.group(2))
             continue
         if line.startswith("TAP version"):
-            prog, plan, seen, lines = None, None, 0, []
+            plan, seen, lines = None, 0, []
             continue
         m = PLAN.match(line)
         if m:
@@ -76,13 +79,13 @@ def parse_ktap(path):
         if m:
             seen += 1
             status = "skip" if m.group(4) == "SKIP" else ("pass" if m.group(1) == "ok" else "fail")
-            name = m.group(3).strip()
-            if prog is None and "." in name:
-                prog = name.split(".")[0]
-            run.results.append((stage, prog or "?", name, status))
+            pending.append((m.group(3).strip(), status))
             continue
         if line.startswith("#"):
             lines.append(line)
+    if pending or plan is not None:
+        # The log ended inside a program: the guest died or hung under it.
+        close_program("no exit line (the guest died or hung while it ran)")
     return run
 
 
