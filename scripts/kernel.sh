@@ -127,7 +127,7 @@ fi
 kmake -s headers_install >> "$LOGS/kbuild.log" 2>&1 || die "headers_install failed"
 # Our code builds without warnings (rustc, clippy, C): a warning that names a
 # file of the project fails the build step.
-ours='drivers/vfio/pci/liveupdate/|include/linux/kho/abi/vfio_pci|rust/kernel/(liveupdate|kho|vfio)'
+ours='drivers/vfio/pci/liveupdate/|include/linux/kho/abi/vfio_pci|rust/kernel/(liveupdate|kho|vfio|pci/state)|rust/helpers/(kho|pci_state)|drivers/vfio/(vfio_main|device_cdev)\.c|kernel/liveupdate/luo_(core|file)\.c'
 if grep -B2 -A6 -E '^(warning|error)(\[|:)' "$LOGS/kbuild.log" | grep -qE -- "--> .*($ours)" ||
    grep -qE "($ours).*: warning:" "$LOGS/kbuild.log"; then
 	grep -B2 -A12 -E '^(warning|error)(\[|:)|: warning:' "$LOGS/kbuild.log" | head -60 >&2

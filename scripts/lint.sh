@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Style checks that need no VM: rustfmt on our Rust, checkpatch on our C
-# patches. (clippy runs in the kernel build itself: CLIPPY=1 in lib.sh.)
+# patches and C files, kernel-doc on our headers. (clippy runs in the kernel
+# build itself: CLIPPY=1 in lib.sh.)
 # Prints one "ok"/"FAIL" line per check; exit status 1 if any failed.
 set -uo pipefail
 LOG_TAG=lint
@@ -29,4 +30,16 @@ for p in "$PROJECT"/patches/*.patch; do
 	check "checkpatch $(basename "$p")" \
 		bash -c '"$0/scripts/checkpatch.pl" --no-tree --quiet --strict "$1" && true' "$KSRC" "$p"
 done
+mapfile -t cfiles < <(cd "$PROJECT" && find rust include tools -name '*.[ch]' 2>/dev/null | sort)
+if [ ${#cfiles[@]} -gt 0 ]; then
+	check "checkpatch -f (${#cfiles[@]} C file(s))" \
+		bash -c 'k=$0; cd "$1" && shift && for f; do "$k/scripts/checkpatch.pl" --no-tree --quiet --strict -f "$f" || exit 1; done' \
+		"$KSRC" "$PROJECT" "${cfiles[@]}"
+fi
+mapfile -t hfiles < <(cd "$PROJECT" && find include -name '*.h' 2>/dev/null | sort)
+if [ ${#hfiles[@]} -gt 0 ]; then
+	check "kernel-doc (${#hfiles[@]} header(s))" \
+		bash -c 'k=$0; cd "$1" && shift && out=$("$k/scripts/kernel-doc" -none -Wall "$@" 2>&1); echo "$out"; [ -z "$out" ]' \
+		"$KSRC" "$PROJECT" "${hfiles[@]}"
+fi
 exit $fail

@@ -184,10 +184,17 @@ def demo_summary(run, console, args):
         out.append(f"  stage 2 (retrieve, check, finish)   {s2_done[0] - s2_init[0]:7.3f} s")
     out.append(f"  QEMU wall time, both kernels        {args.wall:7.3f} s (TCG)")
     out.append("")
+    out.append("  the live update, step by step (test results):")
     for s, p, n, st in run.results:
-        if p.startswith("luo_") or "preserve" in n or "retrieve" in n:
-            out.append(f"  {'ok  ' if st == 'pass' else 'FAIL'} stage {s}: {n}")
+        if p in ("luo_memfd_kexec", "vfio_lu_kexec_test"):
+            out.append(f"    {'ok  ' if st == 'pass' else 'FAIL'} stage {s}: {n}")
     out.append("")
+    stamp = re.compile(r"^\[ *[0-9.]+\] ")
+    handler = [stamp.sub("", l.strip()) for l in console.splitlines() if "live update:" in l]
+    if handler:
+        out.append("  what the vfio-pci live update handler logged, old kernel then new:")
+        out += [f"    {l}" for l in handler]
+        out.append("")
     return out
 
 

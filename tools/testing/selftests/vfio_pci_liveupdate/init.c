@@ -4,8 +4,10 @@
  *
  * Stage 1 (vfio_lu_stage=1 on the command line):
  *   mount, load vfio_pci_liveupdate.ko, bind the emulated devices to
- *   vfio-pci, run the stage-1 tests, load /kernel + /initrd.img with
- *   kexec_file_load() (command line with vfio_lu_stage=2) and kexec.
+ *   vfio-pci, load /kernel + /initrd.img with kexec_file_load() (command
+ *   line with vfio_lu_stage=2; loaded before the tests, as the upstream LUO
+ *   tests do, so that a test can try a kexec that must be refused), run the
+ *   stage-1 tests, and kexec.
  * Stage 2: the same up to the tests, then power off.
  *
  * The module is loaded before anything opens /dev/liveupdate: after a kexec,
@@ -25,12 +27,21 @@
 
 #include "vfio_lu_util.h"
 
-#define MODULE_PATH	"/lib/modules/" VFIO_LU_MODULE ".ko"
 #define KERNEL_IMAGE	"/kernel"
 #define INITRD_IMAGE	"/initrd.img"
 #define TESTS_LIST	"/tests/stage%d"
 
 static int ktap_fd = -1;
+
+/* To the console and the host's KTAP channel; a lost line cannot be reported. */
+static void emit(const char *buf, size_t n)
+{
+	ssize_t ret = write(STDOUT_FILENO, buf, n);
+
+	if (ktap_fd >= 0)
+		ret = write(ktap_fd, buf, n);
+	(void)ret;
+}
 
 /*
  * A status line, to the console and to the host's KTAP channel. It carries
@@ -54,8 +65,7 @@ static void say(const char *fmt, ...)
 	if (n >= (int)sizeof(line) - 1)
 		n = sizeof(line) - 2;
 	line[n++] = '\n';
-	if (write(STDOUT_FILENO, line, n) < 0) { /* nothing to do */ }
-	if (ktap_fd >= 0 && write(ktap_fd, line, n) < 0) { /* idem */ }
+	emit(line, n);
 }
 
 static void mount_filesystems(void)
@@ -78,10 +88,10 @@ static void mount_filesystems(void)
 
 static void load_module(void)
 {
-	int fd = open(MODULE_PATH, O_RDONLY | O_CLOEXEC);
+	int fd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0) {
-		say("module %s: %s", MODULE_PATH, strerror(errno));
+		say("module %s: %s", VFIO_LU_MODULE_PATH, strerror(errno));
 		return;
 	}
 	if (syscall(SYS_finit_module, fd, "", 0))
@@ -105,6 +115,12 @@ static void bind_devices(void)
 	}
 	for (i = 0; i < n; i++) {
 		const char *bdf = devs[i].bdf;
+		char methods[128];
+
+		snprintf(path, sizeof(path), PCI_DEVICES "/%s/reset_method", bdf);
+		if (vfio_lu_read_file(path, methods, sizeof(methods)))
+			snprintf(methods, sizeof(methods), "none");
+		say("%s reset methods: %s", bdf, methods);
 
 		vfio_lu_driver(bdf, drv, sizeof(drv));
 		if (!strcmp(drv, "vfio-pci")) {
@@ -147,7 +163,7 @@ static int run_test(char *cmd)
 	if (pid < 0)
 		return -errno;
 	if (!pid) {
-		char *envp[] = { "PATH=/tests", NULL };
+		static char *const envp[] = { "PATH=/tests", NULL };
 
 		dup2(pfd[1], STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
@@ -156,10 +172,8 @@ static int run_test(char *cmd)
 		_exit(127);
 	}
 	close(pfd[1]);
-	while ((n = read(pfd[0], buf, sizeof(buf))) > 0) {
-		if (write(STDOUT_FILENO, buf, n) < 0) { /* console gone */ }
-		if (ktap_fd >= 0 && write(ktap_fd, buf, n) < 0) { /* idem */ }
-	}
+	while ((n = read(pfd[0], buf, sizeof(buf))) > 0)
+		emit(buf, n);
 	close(pfd[0]);
 	if (waitpid(pid, &status, 0) < 0)
 		return -errno;
@@ -226,7 +240,7 @@ static int kexec_load_next(void)
 
 int main(void)
 {
-	int stage, failed, ret;
+	int stage, failed, ret = 0;
 
 	mount_filesystems();
 	ktap_fd = open("/dev/ttyS1", O_WRONLY | O_NOCTTY | O_CLOEXEC);
@@ -236,14 +250,17 @@ int main(void)
 	load_module();
 	bind_devices();
 
+	if (stage == 1) {
+		ret = kexec_load_next();
+		if (ret)
+			say("stage 1: kexec_file_load failed: %s", strerror(-ret));
+	}
+
 	failed = run_tests(stage);
 	say("stage %d: tests done, %d program(s) failed", stage, failed);
 
 	if (stage == 1) {
-		ret = kexec_load_next();
-		if (ret) {
-			say("stage 1: kexec_file_load failed: %s", strerror(-ret));
-		} else {
+		if (!ret) {
 			say("stage 1: done, kexec");
 			sync();
 			reboot(RB_KEXEC);

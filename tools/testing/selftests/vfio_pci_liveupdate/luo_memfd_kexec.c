@@ -11,9 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <getopt.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <linux/liveupdate.h>
 
 #include "vfio_lu_util.h"
 #include "kselftest.h"
@@ -28,25 +26,8 @@ static unsigned char pattern(size_t off)
 	return (unsigned char)((off * 2654435761u) >> 13) ^ (off >> 12);
 }
 
-static int create_session(int luo, const char *name)
-{
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
-	return ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &arg) ? -errno : arg.fd;
-}
-
-static int retrieve_session(int luo, const char *name)
-{
-	struct liveupdate_ioctl_retrieve_session arg = { .size = sizeof(arg) };
-
-	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
-	return ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg) ? -errno : arg.fd;
-}
-
 static int stage1(void)
 {
-	struct liveupdate_session_preserve_fd pres = { .size = sizeof(pres) };
 	size_t len = MEMFD_PAGES * getpagesize();
 	int luo, session, mfd;
 	unsigned char *map;
@@ -59,7 +40,7 @@ static int stage1(void)
 	if (luo < 0)
 		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
 
-	session = create_session(luo, SESSION_NAME);
+	session = vfio_lu_create_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage1_create_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
@@ -74,33 +55,21 @@ static int stage1(void)
 		map[i] = pattern(i);
 	munmap(map, len);
 
-	pres.fd = mfd;
-	pres.token = MEMFD_TOKEN;
-	ksft_test_result(!ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &pres),
+	ksft_test_result(!vfio_lu_preserve(session, mfd, MEMFD_TOKEN),
 			 "stage1_preserve_memfd\n");
 	close(mfd);
 	close(luo);
 
 	/* The session lives as long as its fd: hand it to a child that waits for the kexec. */
-	pid = fork();
+	pid = vfio_lu_hold_fds_for_kexec();
 	if (pid < 0)
-		ksft_exit_fail_msg("fork: %s\n", strerror(errno));
-	if (!pid) {
-		setsid();
-		close(STDIN_FILENO);
-		close(STDOUT_FILENO);
-		close(STDERR_FILENO);
-		for (;;)
-			pause();
-	}
+		ksft_exit_fail_msg("fork: %s\n", strerror(-pid));
 	ksft_print_msg("session '%s' held by pid %d for the kexec\n", SESSION_NAME, pid);
 	ksft_finished();
 }
 
 static int stage2(void)
 {
-	struct liveupdate_session_retrieve_fd ret = { .size = sizeof(ret) };
-	struct liveupdate_session_finish fin = { .size = sizeof(fin) };
 	size_t len = MEMFD_PAGES * getpagesize(), bad = 0, i;
 	int luo, session, mfd;
 	unsigned char *map;
@@ -111,13 +80,12 @@ static int stage2(void)
 	if (luo < 0)
 		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
 
-	session = retrieve_session(luo, SESSION_NAME);
+	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage2_retrieve_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
 
-	ret.token = MEMFD_TOKEN;
-	mfd = ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &ret) ? -errno : ret.fd;
+	mfd = vfio_lu_retrieve(session, MEMFD_TOKEN);
 	ksft_test_result(mfd >= 0, "stage2_retrieve_memfd\n");
 	if (mfd < 0)
 		ksft_exit_fail_msg("retrieve memfd: %s\n", strerror(-mfd));
@@ -131,7 +99,7 @@ static int stage2(void)
 	munmap(map, len);
 	ksft_test_result(bad == 0, "stage2_memfd_content_intact\n");
 
-	ksft_test_result(!ioctl(session, LIVEUPDATE_SESSION_FINISH, &fin),
+	ksft_test_result(!vfio_lu_finish(session),
 			 "stage2_finish_session\n");
 	close(mfd);
 	close(session);

@@ -6,9 +6,7 @@
  * config space read.
  */
 #define _GNU_SOURCE
-#include <sys/ioctl.h>
-#include <linux/iommufd.h>
-#include <linux/vfio.h>
+#include <linux/pci_regs.h>
 
 #include "vfio_lu_util.h"
 #include "kselftest_harness.h"
@@ -50,30 +48,21 @@ TEST(cdev_bind_iommufd_get_info)
 	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
 	ASSERT_LT(0, n);
 	for (i = 0; i < n; i++) {
-		struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
-		struct vfio_region_info reg = {
-			.argsz = sizeof(reg),
-			.index = VFIO_PCI_CONFIG_REGION_INDEX,
-		};
 		struct vfio_device_info info = { .argsz = sizeof(info) };
 		const char *bdf = devs[i].bdf;
-		char cdev[PATH_MAX];
 		uint16_t vendor = 0;
 		int devfd, iommufd;
 
-		ASSERT_EQ(0, vfio_lu_cdev_path(bdf, cdev, sizeof(cdev)))
-			TH_LOG("%s has no VFIO cdev", bdf);
-		devfd = open(cdev, O_RDWR | O_CLOEXEC);
-		ASSERT_LE(0, devfd) TH_LOG("%s: open %s: %s", bdf, cdev, strerror(errno));
+		devfd = vfio_lu_open_cdev(bdf);
+		ASSERT_LE(0, devfd) TH_LOG("%s: open VFIO cdev: %s", bdf, strerror(-devfd));
 		iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 		ASSERT_LE(0, iommufd) TH_LOG("open /dev/iommu: %s", strerror(errno));
 
 		/* Before BIND_IOMMUFD the device file refuses device ioctls. */
 		EXPECT_NE(0, ioctl(devfd, VFIO_DEVICE_GET_INFO, &info));
 
-		bind.iommufd = iommufd;
-		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind))
-			TH_LOG("%s: VFIO_DEVICE_BIND_IOMMUFD: %s", bdf, strerror(errno));
+		ASSERT_EQ(0, vfio_lu_bind(devfd, iommufd))
+			TH_LOG("%s: VFIO_DEVICE_BIND_IOMMUFD failed", bdf);
 		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_GET_INFO, &info))
 			TH_LOG("%s: VFIO_DEVICE_GET_INFO: %s", bdf, strerror(errno));
 		EXPECT_TRUE(info.flags & VFIO_DEVICE_FLAGS_PCI) TH_LOG("%s", bdf);
@@ -81,10 +70,8 @@ TEST(cdev_bind_iommufd_get_info)
 		EXPECT_EQ(VFIO_PCI_NUM_IRQS, info.num_irqs) TH_LOG("%s", bdf);
 
 		/* The config space seen through VFIO is the device's. */
-		ASSERT_EQ(0, ioctl(devfd, VFIO_DEVICE_GET_REGION_INFO, &reg))
-			TH_LOG("%s: config region info: %s", bdf, strerror(errno));
-		ASSERT_EQ(2, pread(devfd, &vendor, 2, reg.offset))
-			TH_LOG("%s: config read: %s", bdf, strerror(errno));
+		ASSERT_EQ(0, vfio_lu_config_read(devfd, &vendor, 2, PCI_VENDOR_ID))
+			TH_LOG("%s: config read failed", bdf);
 		EXPECT_EQ(devs[i].vendor, vendor) TH_LOG("%s", bdf);
 
 		close(devfd);

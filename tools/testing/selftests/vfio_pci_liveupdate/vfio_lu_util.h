@@ -15,13 +15,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/iommufd.h>
+#include <linux/liveupdate.h>
+#include <linux/vfio.h>
 
 #define VFIO_LU_MAX_DEVS	64
 #define VFIO_LU_MODULE		"vfio_pci_liveupdate"
+#define VFIO_LU_MODULE_PATH	"/lib/modules/" VFIO_LU_MODULE ".ko"
 #define PCI_DEVICES		"/sys/bus/pci/devices"
 
 struct vfio_lu_dev {
@@ -209,6 +216,158 @@ static inline int vfio_lu_cdev_path(const char *bdf, char *out, size_t len)
 	}
 	closedir(dir);
 	return ret;
+}
+
+/* LUO: a new session named @name, its fd or -errno. */
+static inline int vfio_lu_create_session(int luo, const char *name)
+{
+	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
+
+	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
+	return ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &arg) ? -errno : arg.fd;
+}
+
+/* LUO: the incoming session named @name, its fd or -errno. */
+static inline int vfio_lu_retrieve_session(int luo, const char *name)
+{
+	struct liveupdate_ioctl_retrieve_session arg = { .size = sizeof(arg) };
+
+	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
+	return ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg) ? -errno : arg.fd;
+}
+
+/* LIVEUPDATE_SESSION_PRESERVE_FD: 0 or -errno. */
+static inline int vfio_lu_preserve(int session, int fd, __u64 token)
+{
+	struct liveupdate_session_preserve_fd arg = {
+		.size = sizeof(arg), .fd = fd, .token = token,
+	};
+
+	return ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &arg) ? -errno : 0;
+}
+
+/* LIVEUPDATE_SESSION_RETRIEVE_FD: the new fd or -errno. */
+static inline int vfio_lu_retrieve(int session, __u64 token)
+{
+	struct liveupdate_session_retrieve_fd arg = {
+		.size = sizeof(arg), .token = token,
+	};
+
+	return ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &arg) ? -errno : arg.fd;
+}
+
+/* LIVEUPDATE_SESSION_FINISH: 0 or -errno. */
+static inline int vfio_lu_finish(int session)
+{
+	struct liveupdate_session_finish arg = { .size = sizeof(arg) };
+
+	return ioctl(session, LIVEUPDATE_SESSION_FINISH, &arg) ? -errno : 0;
+}
+
+/* Open the VFIO cdev of @bdf: the fd or -errno. */
+static inline int vfio_lu_open_cdev(const char *bdf)
+{
+	char cdev[PATH_MAX];
+	int ret, fd;
+
+	ret = vfio_lu_cdev_path(bdf, cdev, sizeof(cdev));
+	if (ret)
+		return ret;
+	fd = open(cdev, O_RDWR | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* VFIO_DEVICE_BIND_IOMMUFD of @devfd to @iommufd: 0 or -errno. */
+static inline int vfio_lu_bind(int devfd, int iommufd)
+{
+	struct vfio_device_bind_iommufd bind = {
+		.argsz = sizeof(bind), .iommufd = iommufd,
+	};
+
+	return ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind) ? -errno : 0;
+}
+
+/* Read @len bytes at @off of the config space through a bound device fd. */
+static inline int vfio_lu_config_read(int devfd, void *buf, size_t len, off_t off)
+{
+	struct vfio_region_info reg = {
+		.argsz = sizeof(reg), .index = VFIO_PCI_CONFIG_REGION_INDEX,
+	};
+
+	if (ioctl(devfd, VFIO_DEVICE_GET_REGION_INFO, &reg))
+		return -errno;
+	if (pread(devfd, buf, len, reg.offset + off) != (ssize_t)len)
+		return -EIO;
+	return 0;
+}
+
+/* The PCI address of the device behind a VFIO device fd, from its fdinfo. */
+static inline int vfio_lu_fd_bdf(int fd, char *bdf, size_t len)
+{
+	char path[64], buf[4096], *p, *nl, *slash;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	if (vfio_lu_read_file(path, buf, sizeof(buf)))
+		return -errno;
+	p = strstr(buf, "vfio-device-syspath: ");
+	if (!p)
+		return -ENOENT;
+	nl = strchr(p, '\n');
+	if (nl)
+		*nl = '\0';
+	slash = strrchr(p, '/');
+	if (!slash)
+		return -ENOENT;
+	snprintf(bdf, len, "%s", slash + 1);
+	return 0;
+}
+
+/* Leave a child process holding every open fd until the kexec. */
+static inline int vfio_lu_hold_fds_for_kexec(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		setsid();
+		close(STDIN_FILENO);
+		close(STDOUT_FILENO);
+		close(STDERR_FILENO);
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
+/* The kernel log from now on: a /dev/kmsg reader past the current end. */
+static inline int vfio_lu_kmsg_open(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0)
+		lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+/* Whether a kernel log record read from @fd since it was opened has @needle. */
+static inline bool vfio_lu_kmsg_has(int fd, const char *needle)
+{
+	char rec[2048];
+	bool found = false;
+	ssize_t n;
+
+	for (;;) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten records: skip ahead */
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		if (strstr(rec, needle))
+			found = true;
+	}
+	return found;
 }
 
 #endif /* VFIO_LU_UTIL_H */

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * KHO ABI of the vfio-pci Live Update file handler.
+ *
+ * What the outgoing kernel writes for every preserved vfio-pci device file,
+ * in memory preserved with kho_alloc_preserve(). LUO hands the physical
+ * address of this memory to the next kernel as the file's serialized data,
+ * next to the handler's compatible string.
+ */
+#ifndef _LINUX_KHO_ABI_VFIO_PCI_H
+#define _LINUX_KHO_ABI_VFIO_PCI_H
+
+#include <linux/build_bug.h>
+#include <linux/types.h>
+
+/**
+ * DOC: vfio-pci live update ABI and its versioning
+ *
+ * The blob starts with &struct vfio_pci_core_device_ser, the layout of the
+ * upstream C handler for the same compatible string: the PCI segment and
+ * the bus/device/function of the device. Those six bytes never change under
+ * this compatible string, so either kernel can read what the other wrote.
+ *
+ * After them comes a self-describing extension, &struct vfio_pci_lu_ext,
+ * that carries the device's identity (IDs, class, revision) so that the new
+ * kernel can check it is handing back the same device:
+ *
+ * - @magic is %VFIO_PCI_LU_EXT_MAGIC;
+ * - @version is %VFIO_PCI_LU_EXT_VERSION; it changes only when a field
+ *   changes meaning, and a reader refuses a version it does not know;
+ * - @length is the number of bytes of the extension, header included. New
+ *   fields are only ever appended, without a version change: a reader
+ *   accepts a length at least as large as the extension it knows (and at
+ *   most %VFIO_PCI_LU_EXT_MAX_LENGTH) and ignores the bytes it does not
+ *   know.
+ *
+ * KHO memory is zeroed when allocated, and the upstream handler writes only
+ * the first six bytes, so an extension that is all zeros means "written by
+ * the upstream layout": the reader accepts it without an identity check.
+ * Any other extension with a wrong magic, version or length is refused.
+ *
+ * A change that breaks the rules above needs a new compatible string.
+ */
+
+/* Compatible string of the vfio-pci LUO file handler */
+#define VFIO_PCI_LUO_FH_COMPATIBLE	"vfio-pci-v1"
+
+/**
+ * struct vfio_pci_core_device_ser - Upstream-compatible head of the blob
+ * @domain: PCI segment (domain) number of the device
+ * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
+ */
+struct vfio_pci_core_device_ser {
+	u32 domain;
+	u16 bdf;
+} __packed;
+
+/* "VFLU" read as a little-endian u32 */
+#define VFIO_PCI_LU_EXT_MAGIC		0x554c4656
+#define VFIO_PCI_LU_EXT_VERSION		1
+/* Upper bound of @length that a reader accepts; the blob is one page */
+#define VFIO_PCI_LU_EXT_MAX_LENGTH	1024
+
+/**
+ * struct vfio_pci_lu_identity - What the device is, read from the device
+ * @vendor: PCI vendor ID
+ * @device: PCI device ID
+ * @subsystem_vendor: PCI subsystem vendor ID
+ * @subsystem_device: PCI subsystem device ID
+ * @class: 24-bit class code (base class, subclass, programming interface)
+ * @revision: PCI revision ID
+ * @reserved: zero
+ */
+struct vfio_pci_lu_identity {
+	u16 vendor;
+	u16 device;
+	u16 subsystem_vendor;
+	u16 subsystem_device;
+	u32 class;
+	u8 revision;
+	u8 reserved[3];
+} __packed;
+
+/**
+ * struct vfio_pci_lu_ext - Self-describing extension after the upstream head
+ * @magic: %VFIO_PCI_LU_EXT_MAGIC
+ * @version: %VFIO_PCI_LU_EXT_VERSION
+ * @length: bytes of the extension, this header included
+ * @id: identity of the preserved device
+ */
+struct vfio_pci_lu_ext {
+	u32 magic;
+	u16 version;
+	u16 length;
+	struct vfio_pci_lu_identity id;
+} __packed;
+
+/**
+ * struct vfio_pci_lu_ser - Everything preserved for one device file
+ * @core: upstream layout, always first
+ * @ext: extension, right after it (offset 6)
+ */
+struct vfio_pci_lu_ser {
+	struct vfio_pci_core_device_ser core;
+	struct vfio_pci_lu_ext ext;
+} __packed;
+
+static_assert(sizeof(struct vfio_pci_core_device_ser) == 6);
+static_assert(sizeof(struct vfio_pci_lu_identity) == 16);
+static_assert(sizeof(struct vfio_pci_lu_ext) == 24);
+static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
+
+#endif /* _LINUX_KHO_ABI_VFIO_PCI_H */

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Live Update Orchestrator (LUO) file handlers.
+//!
+//! LUO lets userspace preserve file descriptors across a kexec-based live update: a file given to
+//! a session with `LIVEUPDATE_SESSION_PRESERVE_FD` is handed to the registered file handler that
+//! accepts it, which preserves what the next kernel needs; after the kexec the same handler
+//! (matched by its compatible string) makes a new file from it for
+//! `LIVEUPDATE_SESSION_RETRIEVE_FD`.
+//!
+//! A handler implements [`FileHandler`] and keeps a [`Registration`] alive while it is loaded.
+//! What it preserves for a file is a typed [`kho::Preserved`] blob ([`FileHandler::Data`]) that
+//! this module allocates, hands over, gives back in the next kernel and frees on every path:
+//! unpreserve (the session was closed before the kexec) and finish.
+//!
+//! C header: [`include/linux/liveupdate.h`](srctree/include/linux/liveupdate.h)
+
+use crate::{
+    bindings,
+    error::{from_result, to_result, VTABLE_DEFAULT_ERROR},
+    fs::File,
+    kho,
+    module::this_module,
+    prelude::*,
+    sync::aref::ARef,
+    types::{ForeignOwnable, Opaque},
+};
+use core::{marker::PhantomData, mem::ManuallyDrop};
+
+/// Whether LUO is enabled on this boot (`liveupdate=on`).
+pub fn is_enabled() -> bool {
+    // SAFETY: `liveupdate_enabled` has no preconditions.
+    unsafe { bindings::liveupdate_enabled() }
+}
+
+/// What happened to an incoming file's retrieve, as LUO reports it to `can_finish` and `finish`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetrieveStatus {
+    /// Userspace never asked for the file.
+    NotAttempted,
+    /// The file was retrieved.
+    Retrieved,
+    /// [`FileHandler::retrieve`] failed with this error; LUO does not retry it.
+    Failed(Error),
+}
+
+impl RetrieveStatus {
+    fn from_raw(status: c_int) -> Self {
+        match status {
+            0 => Self::NotAttempted,
+            s if s > 0 => Self::Retrieved,
+            s => Self::Failed(Error::from_errno(s)),
+        }
+    }
+}
+
+/// A LUO file handler.
+///
+/// Every callback runs in process context and may sleep. LUO serialises the callbacks of one
+/// file; callbacks of different files may run concurrently.
+#[vtable]
+pub trait FileHandler: Sized + 'static {
+    /// The compatible string that names this handler's ABI in both kernels; it must be shorter
+    /// than `LIVEUPDATE_HNDL_COMPAT_LENGTH`. Change it whenever [`Self::Data`] changes
+    /// incompatibly.
+    const COMPATIBLE: &'static CStr;
+
+    /// What is preserved for each file: a zeroed KHO blob, filled by [`Self::preserve`].
+    type Data: kho::Blob + Send + Sync;
+
+    /// Runtime state of a preserved file in the outgoing kernel (not preserved).
+    type State: Send + Sync;
+
+    /// Whether this handler takes `file`. LUO asks every handler about every file given to
+    /// `LIVEUPDATE_SESSION_PRESERVE_FD`, so this must be cheap and must not sleep.
+    fn can_preserve(file: &File) -> bool;
+
+    /// Preserves `file`: fills `data` (zeroed) and returns the file's runtime state.
+    fn preserve(file: &File, data: &mut Self::Data) -> Result<Self::State>;
+
+    /// The file is no longer preserved (its session was closed before the kexec). `state` is
+    /// dropped after this; the blob is unpreserved and freed.
+    fn unpreserve(_file: &File, _state: &Self::State, _data: &Self::Data) {}
+
+    /// Last step before the kexec, inside `reboot(LINUX_REBOOT_CMD_KEXEC)`. An error cancels the
+    /// kexec: LUO then unfreezes the files already frozen, and the reboot call returns the error.
+    fn freeze(_file: &File, _state: &Self::State, _data: &mut Self::Data) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// The kexec was cancelled after [`Self::freeze`] succeeded for this file: undo it.
+    fn unfreeze(_file: &File, _state: &Self::State, _data: &Self::Data) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// In the new kernel: makes the file that userspace gets back. LUO calls this at most once
+    /// per incoming file and keeps the result, success or error.
+    fn retrieve(data: &Self::Data) -> Result<ARef<File>>;
+
+    /// Whether the session may finish as far as this file is concerned. `file` is the retrieved
+    /// file, if any.
+    fn can_finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) -> bool {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// The session finishes; the blob is freed after this returns.
+    fn finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) {}
+}
+
+/// Per-file state of the outgoing kernel, kept by LUO as the file's `private_data`.
+struct Outgoing<H: FileHandler> {
+    data: kho::Preserved<H::Data>,
+    state: H::State,
+}
+
+struct VTable<H: FileHandler>(PhantomData<H>);
+
+impl<H: FileHandler> VTable<H> {
+    const OPS: bindings::liveupdate_file_ops = bindings::liveupdate_file_ops {
+        can_preserve: Some(Self::can_preserve),
+        preserve: Some(Self::preserve),
+        unpreserve: Some(Self::unpreserve),
+        freeze: if H::HAS_FREEZE {
+            Some(Self::freeze)
+        } else {
+            None
+        },
+        unfreeze: if H::HAS_UNFREEZE {
+            Some(Self::unfreeze)
+        } else {
+            None
+        },
+        retrieve: Some(Self::retrieve),
+        can_finish: if H::HAS_CAN_FINISH {
+            Some(Self::can_finish)
+        } else {
+            None
+        },
+        finish: Some(Self::finish),
+        get_id: None,
+        owner: this_module::<H::OwnerModule>().as_ptr(),
+    };
+
+    /// # Safety
+    ///
+    /// `file` is a valid file that LUO holds a reference on for the duration of the call.
+    unsafe extern "C" fn can_preserve(
+        _fh: *mut bindings::liveupdate_file_handler,
+        file: *mut bindings::file,
+    ) -> bool {
+        // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
+        H::can_preserve(unsafe { File::from_raw_file(file) })
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid, its `file` holds a reference for the duration of the call.
+    unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: By the safety requirements, `args` is valid and exclusively ours.
+        let args = unsafe { &mut *args };
+        // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
+        let file = unsafe { File::from_raw_file(args.file) };
+        from_result(|| {
+            let mut data = kho::Preserved::<H::Data>::new()?;
+            let state = H::preserve(file, &mut data)?;
+            let handle = data.handle();
+            let out = KBox::new(Outgoing::<H> { data, state }, GFP_KERNEL)?;
+            args.serialized_data = handle.as_raw();
+            args.private_data = out.into_foreign();
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid; its `private_data` was set by [`Self::preserve`] for this file and is not
+    /// used by LUO after this call.
+    unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: `private_data` came from `into_foreign` in `preserve`, and ownership comes
+        // back to us here, once.
+        let out = unsafe { KBox::<Outgoing<H>>::from_foreign(args.private_data) };
+        args.private_data = core::ptr::null_mut();
+        H::unpreserve(file, &out.state, &out.data);
+        // Dropping `out` drops the state and unpreserves and frees the blob.
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid; its `private_data` was set by [`Self::preserve`] for this file, and LUO
+    /// serialises the callbacks of one file.
+    unsafe extern "C" fn freeze(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: `private_data` came from `into_foreign` in `preserve`; LUO holds the file's
+        // mutex, so nothing else borrows it during the call.
+        let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
+        from_result(|| {
+            H::freeze(file, &out.state, &mut out.data)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Same as [`Self::freeze`].
+    unsafe extern "C" fn unfreeze(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: `private_data` came from `into_foreign` in `preserve` and is not freed before
+        // `unpreserve`.
+        let out = unsafe { KBox::<Outgoing<H>>::borrow(args.private_data) };
+        H::unfreeze(file, &out.state, &out.data);
+    }
+
+    /// Borrows the incoming blob of a file without taking ownership of it.
+    ///
+    /// # Safety
+    ///
+    /// `raw` is the serialized data LUO handed over for a file of this handler, whose blob is not
+    /// freed before the returned value is dropped.
+    unsafe fn incoming(raw: u64) -> ManuallyDrop<kho::Incoming<H::Data>> {
+        // SAFETY: LUO matched the file to this handler by its compatible string, so `raw` is the
+        // handle of the `kho::Preserved<H::Data>` that `preserve` made in the previous kernel (or
+        // of a blob of the same ABI); `ManuallyDrop` keeps the ownership with LUO until `finish`.
+        ManuallyDrop::new(unsafe { kho::Incoming::from_handle(kho::Handle::from_raw(raw)) })
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid, for an incoming file of this handler.
+    unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: The blob is freed only in `finish`, which LUO does not run concurrently.
+        let data = unsafe { Self::incoming(args.serialized_data) };
+        from_result(|| {
+            let file = H::retrieve(&data)?;
+            // LUO takes over the reference.
+            args.file = ARef::into_raw(file).as_ptr().cast();
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid, for an incoming file of this handler; its `file` is null or valid.
+    unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &*args };
+        // SAFETY: The blob is freed only in `finish`, which LUO does not run concurrently.
+        let data = unsafe { Self::incoming(args.serialized_data) };
+        // SAFETY: `file` is null or a file that LUO holds a reference on.
+        let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
+        H::can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid, for an incoming file of this handler; its `file` is null or valid. LUO
+    /// calls this once per incoming file and forgets the serialized data after it.
+    unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &*args };
+        // SAFETY: See `incoming`; this is the last use of the blob, so ownership is taken here.
+        let data = ManuallyDrop::into_inner(unsafe { Self::incoming(args.serialized_data) });
+        // SAFETY: `file` is null or a file that LUO holds a reference on.
+        let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
+        H::finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
+        // Dropping `data` gives the blob back to the page allocator.
+    }
+}
+
+/// A registered LUO file handler.
+///
+/// Registers on creation and unregisters on drop. LUO takes a reference on the owner module for
+/// every file that uses the handler, so a module cannot be unloaded, and its registration dropped,
+/// while LUO still refers to it.
+///
+/// # Invariants
+///
+/// `inner` is registered with LUO from a successful [`Registration::register`] until drop.
+#[pin_data(PinnedDrop)]
+pub struct Registration<H: FileHandler> {
+    #[pin]
+    inner: Opaque<bindings::liveupdate_file_handler>,
+    _h: PhantomData<H>,
+}
+
+// SAFETY: LUO's registration functions may be called from any thread.
+unsafe impl<H: FileHandler> Send for Registration<H> {}
+// SAFETY: `&Registration` gives access to nothing.
+unsafe impl<H: FileHandler> Sync for Registration<H> {}
+
+impl<H: FileHandler> Registration<H> {
+    /// Registers `H` with LUO. Fails with `EOPNOTSUPP` when live update is disabled on this boot,
+    /// and with `EEXIST` when a handler with the same compatible string is registered.
+    pub fn register() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
+                let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
+                let compat = H::COMPATIBLE.to_bytes_with_nul();
+                if compat.len() > fh.compatible.len() {
+                    return Err(EINVAL);
+                }
+                for (dst, src) in fh.compatible.iter_mut().zip(compat) {
+                    *dst = *src as c_char;
+                }
+                fh.ops = &VTable::<H>::OPS;
+                // SAFETY: The initializer may write to `slot`.
+                unsafe { slot.write(fh) };
+                // SAFETY: `slot` holds an initialised handler with `'static` ops; it is pinned
+                // and unregistered in `drop` before its memory goes away.
+                // INVARIANT: On success the handler is registered.
+                to_result(unsafe { bindings::liveupdate_register_file_handler(slot) })
+            }),
+            _h: PhantomData,
+        })
+    }
+}
+
+#[pinned_drop]
+impl<H: FileHandler> PinnedDrop for Registration<H> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants, `inner` is registered.
+        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.get()) };
+    }
+}

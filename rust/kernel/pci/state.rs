@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Where a PCI function sits, what state it is in, and the locked reset sequence.
+//!
+//! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
+
+use super::{Device, Vendor};
+use crate::{bindings, error::to_result, prelude::*};
+
+/// PCI power state of a function (`pci_power_t`), as the PCI core last recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerState {
+    /// D0, fully on.
+    D0,
+    /// D1.
+    D1,
+    /// D2.
+    D2,
+    /// D3hot.
+    D3Hot,
+    /// D3cold.
+    D3Cold,
+    /// Unknown, or an error reading it.
+    Unknown,
+}
+
+impl PowerState {
+    // The values of `PCI_D0` .. `PCI_D3cold` in `include/linux/pci.h`, which bindgen cannot
+    // see through their `__force` casts.
+    fn from_raw(state: bindings::pci_power_t) -> Self {
+        match state {
+            0 => Self::D0,
+            1 => Self::D1,
+            2 => Self::D2,
+            3 => Self::D3Hot,
+            4 => Self::D3Cold,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl Device {
+    /// Returns the PCI segment (domain) number of the function.
+    #[inline]
+    pub fn domain(&self) -> u32 {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`, whose `bus` is
+        // valid for the device's lifetime.
+        let domain = unsafe { bindings::pci_domain_nr((*self.as_raw()).bus) };
+        // CAST: Domain numbers are never negative.
+        domain as u32
+    }
+
+    /// Returns the number of the bus the function sits on.
+    #[inline]
+    pub fn bus_number(&self) -> u8 {
+        // CAST: The high byte of the 16-bit bus/devfn value is the bus number.
+        (self.dev_id() >> 8) as u8
+    }
+
+    /// Returns the device and function number, `PCI_DEVFN(slot, func)`.
+    #[inline]
+    pub fn devfn(&self) -> u8 {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+        unsafe { (*self.as_raw()).devfn as u8 }
+    }
+
+    /// Returns the power state the PCI core last recorded for the function.
+    #[inline]
+    pub fn power_state(&self) -> PowerState {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; the field is
+        // read once.
+        PowerState::from_raw(unsafe { core::ptr::read_volatile(&(*self.as_raw()).current_state) })
+    }
+
+    /// Returns whether the function is an SR-IOV virtual function.
+    #[inline]
+    pub fn is_virtfn(&self) -> bool {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `is_virtfn`
+        // is set before the device is added and never changes.
+        unsafe { (*self.as_raw()).is_virtfn() != 0 }
+    }
+
+    /// Returns whether this is an Intel display device (integrated graphics).
+    #[inline]
+    pub fn is_intel_display(&self) -> bool {
+        self.vendor_id() == Vendor::INTEL
+            // The base class is the top byte of the 24-bit class code.
+            && self.pci_class().as_raw() >> 16 == bindings::PCI_BASE_CLASS_DISPLAY
+    }
+
+    /// Returns the bridge directly upstream of this function, if any.
+    #[inline]
+    pub fn upstream_bridge(&self) -> Option<&Device> {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+        let bridge = unsafe { bindings::pci_upstream_bridge(self.as_raw()) };
+        // SAFETY: A function holds a reference on its parent device, the bridge, so the bridge
+        // is a valid `struct pci_dev` for at least as long as `self`.
+        (!bridge.is_null()).then(|| unsafe { &*bridge.cast::<Device>() })
+    }
+
+    /// Locks this function for a reset, without sleeping on contention: first the bridge
+    /// upstream of it (a bus reset goes through the bridge), then the function itself, as
+    /// `pci_reset_function()` does. Returns [`None`] if either lock is taken.
+    pub fn try_lock_for_reset(&self) -> Option<ResetLock<'_>> {
+        let bridge = self.upstream_bridge();
+        if let Some(b) = bridge {
+            // SAFETY: `b` is a valid `struct pci_dev`.
+            if unsafe { bindings::pci_dev_trylock(b.as_raw()) } == 0 {
+                return None;
+            }
+        }
+        // SAFETY: `self` is a valid `struct pci_dev`.
+        if unsafe { bindings::pci_dev_trylock(self.as_raw()) } == 0 {
+            if let Some(b) = bridge {
+                // SAFETY: We locked `b` above.
+                unsafe { bindings::pci_dev_unlock(b.as_raw()) };
+            }
+            return None;
+        }
+        // INVARIANT: Both locks are held.
+        Some(ResetLock { dev: self, bridge })
+    }
+}
+
+/// A PCI function locked for a reset, with the bridge upstream of it.
+///
+/// # Invariants
+///
+/// The device lock (`pci_dev_lock`) of `dev`, and of `bridge` if there is one, is held by this
+/// object and released on drop.
+pub struct ResetLock<'a> {
+    dev: &'a Device,
+    bridge: Option<&'a Device>,
+}
+
+impl ResetLock<'_> {
+    /// The locked function.
+    pub fn device(&self) -> &Device {
+        self.dev
+    }
+
+    /// Clears bus mastering: the function stops issuing DMA.
+    pub fn clear_master(&self) {
+        // SAFETY: `dev` is a valid `struct pci_dev`.
+        unsafe { bindings::pci_clear_master(self.dev.as_raw()) };
+    }
+
+    /// Resets the function with the first reset method that works for it (FLR, PM, bus, ...),
+    /// leaving its configuration space as the reset left it.
+    pub fn reset_function(&self) -> Result {
+        // SAFETY: `dev` is valid and, by the type invariants, its device lock is held (and the
+        // bridge's, for a bus reset).
+        to_result(unsafe { bindings::__pci_reset_function_locked(self.dev.as_raw()) })
+    }
+
+    /// Saves the configuration space of the function, for [`Self::restore_state`].
+    pub fn save_state(&self) -> Result {
+        // SAFETY: `dev` is a valid `struct pci_dev`.
+        to_result(unsafe { bindings::pci_save_state(self.dev.as_raw()) })
+    }
+
+    /// Writes back the configuration space last saved for the function (by its driver, or by
+    /// [`Self::save_state`]).
+    pub fn restore_state(&self) {
+        // SAFETY: `dev` is a valid `struct pci_dev`.
+        unsafe { bindings::pci_restore_state(self.dev.as_raw()) };
+    }
+}
+
+impl Drop for ResetLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, this object holds the lock of `dev`.
+        unsafe { bindings::pci_dev_unlock(self.dev.as_raw()) };
+        if let Some(b) = self.bridge {
+            // SAFETY: By the type invariants, this object holds the lock of `b`.
+            unsafe { bindings::pci_dev_unlock(b.as_raw()) };
+        }
+    }
+}

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! VFIO devices, and the vfio-pci devices among them.
+//!
+//! What a live update handler needs of VFIO: the device behind a device file opened through the
+//! VFIO character device (`/dev/vfio/devices/vfioX`), the PCI function behind a vfio-pci device,
+//! a search of the registered devices, and a new device file equivalent to opening the cdev.
+//!
+//! C header: [`include/linux/vfio.h`](srctree/include/linux/vfio.h)
+
+use crate::{
+    bindings, error::from_err_ptr, fs::File, pci, prelude::*, sync::aref::ARef, types::Opaque,
+};
+use core::ptr::NonNull;
+
+/// A registered VFIO device (`struct vfio_device`).
+///
+/// # Invariants
+///
+/// A `&Device` is only made for a `struct vfio_device` whose registration is held (by an open
+/// device file, or by a [`Registered`]) for at least the lifetime of the reference: the device is
+/// registered, and the driver that registered it stays bound to the parent device.
+#[repr(transparent)]
+pub struct Device(Opaque<bindings::vfio_device>);
+
+// SAFETY: The methods of `Device` may be called from any thread; the C side locks what needs it.
+unsafe impl Sync for Device {}
+// SAFETY: See above.
+unsafe impl Send for Device {}
+
+impl Device {
+    fn as_raw(&self) -> *mut bindings::vfio_device {
+        self.0.get()
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` is a `struct vfio_device` whose registration is held for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::vfio_device) -> &'a Self {
+        // SAFETY: `Device` is a transparent wrapper; the caller guarantees the invariants.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The VFIO device of `file`, if it is a VFIO device file opened through the device's
+    /// character device (or made by [`Device::open_cdev_file`]). Device files obtained with
+    /// `VFIO_GROUP_GET_DEVICE_FD`, and all other files, give [`None`].
+    pub fn from_cdev_file(file: &File) -> Option<&Device> {
+        // SAFETY: `file` is a valid file.
+        let dev = unsafe { bindings::vfio_device_from_cdev_file(file.as_ptr()) };
+        // SAFETY: An open VFIO device file holds the device's registration until it is released,
+        // which cannot happen while `file` is borrowed.
+        (!dev.is_null()).then(|| unsafe { Device::from_raw(dev) })
+    }
+
+    /// Whether the device has been opened through `file`: `VFIO_DEVICE_BIND_IOMMUFD` succeeded on
+    /// this cdev file (or it came from `VFIO_GROUP_GET_DEVICE_FD`). False for non-VFIO files.
+    pub fn file_is_bound(file: &File) -> bool {
+        // SAFETY: `file` is a valid file.
+        unsafe { bindings::vfio_device_file_is_bound(file.as_ptr()) }
+    }
+
+    /// Finds a registered VFIO device whose parent is a PCI function accepted by `pred`.
+    ///
+    /// `pred` runs for registered devices in turn, with no lock held; it must not sleep.
+    pub fn find_by_pci<F: Fn(&pci::Device) -> bool>(pred: F) -> Option<Registered> {
+        /// # Safety
+        ///
+        /// `dev` is a `struct vfio_device` in the VFIO device class, with a reference held, and
+        /// `data` points to an `F`.
+        unsafe extern "C" fn matcher<F: Fn(&pci::Device) -> bool>(
+            dev: *mut bindings::vfio_device,
+            data: *const c_void,
+        ) -> bool {
+            // SAFETY: By the safety requirements, `dev` is valid; its parent `dev->dev` is set
+            // before registration and holds a reference while the device lives.
+            let parent = unsafe { (*dev).dev };
+            // SAFETY: `parent` is a valid `struct device`.
+            if !unsafe { bindings::dev_is_pci(parent) } {
+                return false;
+            }
+            // SAFETY: `parent` is the `dev` member of a `struct pci_dev`, as just checked, and
+            // the PCI function outlives the call.
+            let pdev = unsafe { &*crate::container_of!(parent, bindings::pci_dev, dev).cast() };
+            // SAFETY: By the safety requirements, `data` points to the `F` below.
+            let pred = unsafe { &*data.cast::<F>() };
+            pred(pdev)
+        }
+
+        // SAFETY: `matcher::<F>` has the expected signature and `pred` outlives the call.
+        let dev = unsafe {
+            bindings::vfio_find_device(Some(matcher::<F>), (&raw const pred).cast::<c_void>())
+        };
+        // INVARIANT: `vfio_find_device` returns the device with a registration reference.
+        NonNull::new(dev).map(Registered)
+    }
+
+    /// The PCI function behind this device, if its parent is one.
+    pub fn pci_dev(&self) -> Option<&pci::Device> {
+        // SAFETY: By the type invariants, the device is registered, so `dev` is valid.
+        let parent = unsafe { (*self.as_raw()).dev };
+        // SAFETY: `parent` is a valid `struct device`.
+        if !unsafe { bindings::dev_is_pci(parent) } {
+            return None;
+        }
+        // SAFETY: `parent` is embedded in a `struct pci_dev`, as just checked; it lives at least
+        // as long as the VFIO device, which holds a reference on it.
+        Some(unsafe { &*crate::container_of!(parent, bindings::pci_dev, dev).cast() })
+    }
+
+    /// The vfio-pci device, if this device was registered by the vfio-pci driver itself (not by
+    /// a variant driver built on vfio-pci-core).
+    pub fn as_vfio_pci(&self) -> Option<&PciCoreDevice> {
+        let pdev = self.pci_dev()?;
+        // SAFETY: By the type invariants, the device is registered, so `ops` is valid.
+        let ops_name = unsafe { (*(*self.as_raw()).ops).name };
+        // SAFETY: By the type invariants, the driver that registered this device is bound to
+        // `pdev` for the lifetime of `self`, so `driver` is stable and valid.
+        let drv = unsafe { (*pdev.as_ref().as_raw()).driver };
+        if ops_name.is_null() || drv.is_null() {
+            return None;
+        }
+        // SAFETY: `ops_name` and the driver's name are valid NUL-terminated strings.
+        let (ops_name, drv_name) = unsafe {
+            (
+                CStr::from_char_ptr(ops_name),
+                CStr::from_char_ptr((*drv).name),
+            )
+        };
+        // Driver names are unique on a bus, so the function is bound to vfio-pci proper; its
+        // device ops are vfio-pci's own, not a variant driver's.
+        if drv_name != c"vfio-pci" || ops_name != c"vfio-pci" {
+            return None;
+        }
+        // SAFETY: vfio-pci allocates every VFIO device it registers as the `vdev` member of a
+        // `struct vfio_pci_core_device`, which lives as long as the VFIO device.
+        Some(unsafe {
+            &*crate::container_of!(self.as_raw(), bindings::vfio_pci_core_device, vdev).cast()
+        })
+    }
+
+    /// Opens a new file for the device, equivalent to opening its character device: device
+    /// access through it stays blocked until `VFIO_DEVICE_BIND_IOMMUFD`. `name` is the name of
+    /// its anonymous inode.
+    pub fn open_cdev_file(&self, name: &'static CStr) -> Result<ARef<File>> {
+        // SAFETY: By the type invariants, the device is registered; `name` is a static string.
+        let file = from_err_ptr(unsafe {
+            bindings::vfio_device_cdev_open_file(self.as_raw(), name.as_char_ptr())
+        })?;
+        // SAFETY: A new file with one reference, which we own.
+        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) })
+    }
+}
+
+/// A registration reference on a VFIO device, from [`Device::find_by_pci`].
+///
+/// # Invariants
+///
+/// The pointer is a `struct vfio_device` whose registration reference this object owns.
+pub struct Registered(NonNull<bindings::vfio_device>);
+
+// SAFETY: A registration reference may be dropped from any thread.
+unsafe impl Send for Registered {}
+// SAFETY: `&Registered` only gives `&Device`, which is `Sync`.
+unsafe impl Sync for Registered {}
+
+impl core::ops::Deref for Registered {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        // SAFETY: By the type invariants, the registration is held while `self` lives.
+        unsafe { Device::from_raw(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we own one registration reference.
+        unsafe { bindings::vfio_device_put_registration(self.0.as_ptr()) };
+    }
+}
+
+/// How userspace has set up the interrupts of a vfio-pci device (`irq_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    /// No interrupts enabled.
+    None,
+    /// Legacy INTx.
+    Intx,
+    /// MSI.
+    Msi,
+    /// MSI-X.
+    Msix,
+}
+
+/// A device of the vfio-pci driver (`struct vfio_pci_core_device`).
+///
+/// # Invariants
+///
+/// Only made by [`Device::as_vfio_pci`], from a [`Device`] whose invariants it shares.
+#[repr(transparent)]
+pub struct PciCoreDevice(Opaque<bindings::vfio_pci_core_device>);
+
+impl PciCoreDevice {
+    fn as_raw(&self) -> *mut bindings::vfio_pci_core_device {
+        self.0.get()
+    }
+
+    /// The VFIO device.
+    pub fn vfio(&self) -> &Device {
+        // SAFETY: `vdev` is the VFIO device, with the invariants of `self`.
+        unsafe { Device::from_raw(&raw mut (*self.as_raw()).vdev) }
+    }
+
+    /// The PCI function.
+    pub fn pci(&self) -> &pci::Device {
+        // SAFETY: vfio-pci sets `pdev` before registering the device, and the function outlives
+        // the VFIO device.
+        unsafe { &*(*self.as_raw()).pdev.cast() }
+    }
+
+    /// Takes the lock of the device's VFIO device set, which vfio-pci holds across open, close
+    /// and reset of the devices of the set.
+    pub fn lock(&self) -> PciCoreGuard<'_> {
+        // SAFETY: By the type invariants, the device is registered, so `dev_set` is valid.
+        unsafe { bindings::mutex_lock(&raw mut (*(*self.as_raw()).vdev.dev_set).lock) };
+        // INVARIANT: The lock is held.
+        PciCoreGuard(self)
+    }
+}
+
+/// A vfio-pci device with its device-set lock held.
+///
+/// # Invariants
+///
+/// The device set lock of the device is held by this object and released on drop.
+pub struct PciCoreGuard<'a>(&'a PciCoreDevice);
+
+impl PciCoreGuard<'_> {
+    /// The device.
+    pub fn device(&self) -> &PciCoreDevice {
+        self.0
+    }
+
+    /// The interrupt mode userspace has set with `VFIO_DEVICE_SET_IRQS`.
+    pub fn irq_mode(&self) -> IrqMode {
+        // SAFETY: The device is valid; `irq_type` is an `int` written under the set lock we hold
+        // (and vfio-pci's `igate`), read once.
+        let t = unsafe { core::ptr::read_volatile(&raw const (*self.0.as_raw()).irq_type) };
+        // CAST: The IRQ indices are small constants.
+        match t as u32 {
+            bindings::VFIO_PCI_INTX_IRQ_INDEX => IrqMode::Intx,
+            bindings::VFIO_PCI_MSI_IRQ_INDEX => IrqMode::Msi,
+            bindings::VFIO_PCI_MSIX_IRQ_INDEX => IrqMode::Msix,
+            _ => IrqMode::None,
+        }
+    }
+}
+
+impl Drop for PciCoreGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we hold the lock.
+        unsafe { bindings::mutex_unlock(&raw mut (*(*self.0.as_raw()).vdev.dev_set).lock) };
+    }
+}
+
+/// The KHO ABI of the vfio-pci live update handler.
+///
+/// The bindgen types of the C header, which documents the layout and its versioning rules, with
+/// the layout checked at compile time.
+///
+/// C header: [`include/linux/kho/abi/vfio_pci.h`](srctree/include/linux/kho/abi/vfio_pci.h)
+pub mod lu_abi {
+    use crate::{
+        bindings,
+        prelude::*,
+        static_assert,
+        transmute::{AsBytes, FromBytes},
+    };
+    use core::mem::offset_of;
+
+    pub use bindings::{
+        vfio_pci_core_device_ser as CoreSer,
+        vfio_pci_lu_ext as Ext,
+        vfio_pci_lu_identity as IdentitySer,
+        vfio_pci_lu_ser as Ser, //
+    };
+
+    /// The handler's compatible string, `"vfio-pci-v1"`.
+    pub const COMPATIBLE: &CStr =
+        match CStr::from_bytes_with_nul(bindings::VFIO_PCI_LUO_FH_COMPATIBLE) {
+            Ok(s) => s,
+            Err(_) => panic!("VFIO_PCI_LUO_FH_COMPATIBLE is not a C string"),
+        };
+    /// `magic` of the extension.
+    pub const EXT_MAGIC: u32 = bindings::VFIO_PCI_LU_EXT_MAGIC;
+    /// The extension version this kernel writes and reads.
+    // CAST: A small constant.
+    pub const EXT_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_VERSION as u16;
+    /// The largest extension `length` a reader accepts.
+    // CAST: A small constant.
+    pub const EXT_MAX_LENGTH: u16 = bindings::VFIO_PCI_LU_EXT_MAX_LENGTH as u16;
+
+    // The upstream layout first, exactly; then the extension right after it.
+    static_assert!(size_of::<CoreSer>() == 6);
+    static_assert!(offset_of!(CoreSer, domain) == 0);
+    static_assert!(offset_of!(CoreSer, bdf) == 4);
+    static_assert!(offset_of!(Ser, core) == 0);
+    static_assert!(offset_of!(Ser, ext) == 6);
+    static_assert!(offset_of!(Ext, magic) == 0);
+    static_assert!(offset_of!(Ext, version) == 4);
+    static_assert!(offset_of!(Ext, length) == 6);
+    static_assert!(offset_of!(Ext, id) == 8);
+    static_assert!(size_of::<IdentitySer>() == 16);
+    static_assert!(size_of::<Ext>() == 24);
+    static_assert!(size_of::<Ser>() == 30);
+    static_assert!(align_of::<Ser>() == 1);
+
+    // SAFETY: `Ser` is a packed C struct of integers: every bit pattern is valid and it has no
+    // interior mutability.
+    unsafe impl FromBytes for Ser {}
+    // SAFETY: `Ser` is a packed C struct of integers: it has no padding bytes.
+    unsafe impl AsBytes for Ser {}
+}

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Every emulated device's VFIO device file survives the kexec.
+ *
+ *   vfio_lu_kexec_test -s 1   open each device's cdev, bind it to iommufd,
+ *                             read its IDs through VFIO and preserve it in one
+ *                             session, with a memfd recording what was seen;
+ *                             a kexec with interrupts on is refused and the
+ *                             system keeps running; a child holds the session
+ *                             for the real kexec (interrupts off)
+ *   vfio_lu_kexec_test -s 2   finish fails before retrieve; retrieve gives a
+ *                             file per token, for the device stage 1 saw;
+ *                             finish fails before bind; bind, GET_INFO and
+ *                             config reads give the IDs stage 1 read; finish
+ *                             works; the module unloads afterwards
+ */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/pci_regs.h>
+#include <linux/reboot.h>
+
+#include "vfio_lu_util.h"
+#include "kselftest.h"
+
+#define SESSION_NAME	"vfio-lu-devices"
+#define DEV_TOKEN(i)	(0x766670000ULL + (i))
+#define RECORD_TOKEN	0x7265636fULL
+
+static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+static int ndevs;
+
+/* What stage 1 saw of each preserved device, kept in a preserved memfd. */
+struct record {
+	int ndevs;
+	struct {
+		char bdf[16];
+		uint16_t vendor, device;	/* read through the VFIO fd */
+	} dev[VFIO_LU_MAX_DEVS];
+};
+
+/* Read vendor and device IDs through a bound VFIO device fd. */
+static int read_ids(int fd, uint16_t *vendor, uint16_t *device)
+{
+	uint16_t id[2];
+	int ret = vfio_lu_config_read(fd, id, sizeof(id), PCI_VENDOR_ID);
+
+	*vendor = id[0];
+	*device = id[1];
+	return ret;
+}
+
+static int set_intx(int fd, bool on)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
+	int efd = -1, ret;
+
+	memset(buf, 0, sizeof(buf));
+	set->argsz = sizeof(*set);
+	set->index = VFIO_PCI_INTX_IRQ_INDEX;
+	set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
+	if (on) {
+		efd = eventfd(0, EFD_CLOEXEC);
+		if (efd < 0)
+			return -errno;
+		set->argsz = sizeof(buf);
+		set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
+		set->count = 1;
+		memcpy(set->data, &efd, sizeof(efd));
+	}
+	ret = ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
+	if (efd >= 0)
+		close(efd);
+	return ret;
+}
+
+/*
+ * With interrupts on, the kexec must be refused by our freeze: the reboot
+ * call fails with EBUSY, the kernel says why, and we are still running.
+ */
+static void kexec_refused_with_interrupts_on(int fd, const char *bdf)
+{
+	char needle[128];
+	int kmsg, ret;
+	bool logged;
+
+	ret = set_intx(fd, true);
+	ksft_test_result(!ret, "stage1_enable_intx %s (%s)\n", bdf, strerror(-ret));
+	kmsg = vfio_lu_kmsg_open();
+	ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+		      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
+	ksft_test_result(ret == -EBUSY, "stage1_kexec_refused_with_interrupts_on (%s)\n",
+			 strerror(-ret));
+	snprintf(needle, sizeof(needle), "%s: live update: cannot freeze: interrupts are enabled",
+		 bdf);
+	logged = kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle);
+	ksft_test_result(logged, "stage1_refusal_logged_with_bdf_and_reason\n");
+	if (kmsg >= 0)
+		close(kmsg);
+	ret = set_intx(fd, false);
+	ksft_test_result(!ret, "stage1_disable_intx %s (%s)\n", bdf, strerror(-ret));
+}
+
+static void find_devices(void)
+{
+	ndevs = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	if (ndevs <= 0)
+		ksft_exit_fail_msg("no emulated devices: %s\n", strerror(-ndevs));
+}
+
+static int stage1(void)
+{
+	int luo, session, iommufd, mfd, fd, ret, i;
+	int fds[VFIO_LU_MAX_DEVS];
+	struct record *rec;
+	pid_t pid;
+
+	find_devices();
+	ksft_set_plan(7 + ndevs);
+
+	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (luo < 0)
+		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+	session = vfio_lu_create_session(luo, SESSION_NAME);
+	ksft_test_result(session >= 0, "stage1_create_session\n");
+	if (session < 0)
+		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
+	close(luo);	/* /dev/liveupdate is exclusive; the session lives on */
+	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	ksft_test_result(iommufd >= 0, "stage1_open_iommufd\n");
+
+	mfd = memfd_create("vfio-lu-record", MFD_CLOEXEC);
+	if (mfd < 0 || ftruncate(mfd, sizeof(*rec)))
+		ksft_exit_fail_msg("memfd: %s\n", strerror(errno));
+	rec = mmap(NULL, sizeof(*rec), PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (rec == MAP_FAILED)
+		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
+	rec->ndevs = ndevs;
+
+	for (i = 0; i < ndevs; i++) {
+		fd = vfio_lu_open_cdev(devs[i].bdf);
+		ret = fd < 0 ? fd : vfio_lu_bind(fd, iommufd);
+		if (!ret)
+			ret = read_ids(fd, &rec->dev[i].vendor, &rec->dev[i].device);
+		if (!ret)
+			ret = vfio_lu_preserve(session, fd, DEV_TOKEN(i));
+		if (ret)
+			ksft_print_msg("%s: %s\n", devs[i].bdf, strerror(-ret));
+		snprintf(rec->dev[i].bdf, sizeof(rec->dev[i].bdf), "%s", devs[i].bdf);
+		/* The device fd stays open, as a VMM's would. */
+		fds[i] = fd;
+		ksft_test_result(!ret, "stage1_bind_and_preserve %s\n", devs[i].bdf);
+	}
+	munmap(rec, sizeof(*rec));
+	ret = vfio_lu_preserve(session, mfd, RECORD_TOKEN);
+	ksft_test_result(!ret, "stage1_preserve_record (%s)\n", strerror(-ret));
+
+	/* The first device of the session is frozen first: nothing was reset yet. */
+	if (fds[0] >= 0)
+		kexec_refused_with_interrupts_on(fds[0], devs[0].bdf);
+	else
+		ksft_exit_fail_msg("no device to test the refusal with\n");
+
+	pid = vfio_lu_hold_fds_for_kexec();
+	if (pid < 0)
+		ksft_exit_fail_msg("fork: %s\n", strerror(-pid));
+	ksft_print_msg("session '%s' with %d device(s) held by pid %d for the kexec\n",
+		       SESSION_NAME, ndevs, pid);
+	ksft_finished();
+}
+
+/* The retrieved file is a VFIO device file for @bdf, made by our handler. */
+static bool is_retrieved_file_of(int fd, const char *bdf)
+{
+	char path[64], target[128], fd_bdf[32];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	if (strcmp(target, "anon_inode:[vfio-device-liveupdate]")) {
+		ksft_print_msg("fd %d is '%s'\n", fd, target);
+		return false;
+	}
+	if (vfio_lu_fd_bdf(fd, fd_bdf, sizeof(fd_bdf)) || strcmp(fd_bdf, bdf)) {
+		ksft_print_msg("fd %d is for device '%s', expected %s\n", fd, fd_bdf, bdf);
+		return false;
+	}
+	return true;
+}
+
+/* Bind (unless @iommufd < 0), GET_INFO, and the IDs stage 1 read, through @fd. */
+static bool device_works(int fd, int iommufd, const char *bdf, uint16_t vendor, uint16_t device)
+{
+	struct vfio_device_info info = { .argsz = sizeof(info) };
+	uint16_t v = 0, d = 0;
+	int ret;
+
+	ret = iommufd < 0 ? 0 : vfio_lu_bind(fd, iommufd);
+	if (ret) {
+		ksft_print_msg("%s: VFIO_DEVICE_BIND_IOMMUFD: %s\n", bdf, strerror(-ret));
+		return false;
+	}
+	if (ioctl(fd, VFIO_DEVICE_GET_INFO, &info) || !(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+		ksft_print_msg("%s: VFIO_DEVICE_GET_INFO: %s\n", bdf, strerror(errno));
+		return false;
+	}
+	ret = read_ids(fd, &v, &d);
+	if (ret || v != vendor || d != device) {
+		ksft_print_msg("%s: config space says %04x:%04x, stage 1 read %04x:%04x\n",
+			       bdf, v, d, vendor, device);
+		return false;
+	}
+	return true;
+}
+
+static int stage2(void)
+{
+	int fds[VFIO_LU_MAX_DEVS];
+	int luo, session, iommufd, mfd, modfd, ret, i;
+	struct record *rec;
+
+	find_devices();
+	ksft_set_plan(11 + 2 * ndevs);
+
+	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (luo < 0)
+		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
+	ksft_test_result(session >= 0, "stage2_retrieve_session\n");
+	if (session < 0)
+		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
+	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (iommufd < 0)
+		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+
+	ret = vfio_lu_finish(session);
+	ksft_test_result(ret == -EBUSY, "stage2_finish_fails_before_retrieve (%s)\n",
+			 strerror(-ret));
+
+	mfd = vfio_lu_retrieve(session, RECORD_TOKEN);
+	rec = mfd < 0 ? MAP_FAILED : mmap(NULL, sizeof(*rec), PROT_READ, MAP_SHARED, mfd, 0);
+	ksft_test_result(rec != MAP_FAILED && rec->ndevs == ndevs,
+			 "stage2_retrieve_stage1_record\n");
+	if (rec == MAP_FAILED || rec->ndevs != ndevs)
+		ksft_exit_fail_msg("no record of stage 1, or not for %d devices\n", ndevs);
+
+	for (i = 0; i < ndevs; i++) {
+		fds[i] = vfio_lu_retrieve(session, DEV_TOKEN(i));
+		if (fds[i] < 0)
+			ksft_print_msg("%s: retrieve: %s\n", rec->dev[i].bdf, strerror(-fds[i]));
+		ksft_test_result(fds[i] >= 0 && is_retrieved_file_of(fds[i], rec->dev[i].bdf),
+				 "stage2_retrieve %s\n", rec->dev[i].bdf);
+	}
+	ret = vfio_lu_retrieve(session, DEV_TOKEN(ndevs));
+	ksft_test_result(ret == -ENOENT, "stage2_retrieve_unknown_token_fails (%s)\n",
+			 strerror(-ret));
+
+	ret = vfio_lu_finish(session);
+	ksft_test_result(ret == -EBUSY, "stage2_finish_fails_before_bind (%s)\n",
+			 strerror(-ret));
+
+	for (i = 0; i < ndevs; i++)
+		ksft_test_result(fds[i] >= 0 &&
+				 device_works(fds[i], iommufd, rec->dev[i].bdf,
+					      rec->dev[i].vendor, rec->dev[i].device),
+				 "stage2_bind_get_info_config %s\n", rec->dev[i].bdf);
+
+	ret = vfio_lu_finish(session);
+	ksft_test_result(!ret, "stage2_finish (%s)\n", strerror(-ret));
+
+	/* The files are the VMM's now: they keep working after finish. */
+	for (i = 0; i < ndevs && fds[i] >= 0; i++)
+		if (!device_works(fds[i], -1, rec->dev[i].bdf, rec->dev[i].vendor,
+				  rec->dev[i].device))
+			break;
+	ksft_test_result(i == ndevs, "stage2_files_work_after_finish\n");
+
+	/* And the session is over: nothing more to retrieve. */
+	ret = vfio_lu_retrieve(session, DEV_TOKEN(0));
+	ksft_test_result(ret < 0, "stage2_no_retrieve_after_finish (%s)\n", strerror(-ret));
+
+	munmap(rec, sizeof(*rec));
+	close(mfd);
+	for (i = 0; i < ndevs; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	close(session);
+	close(iommufd);
+	close(luo);
+
+	/* Closed, the devices are free again: their cdevs open as usual. */
+	for (i = 0; i < ndevs; i++) {
+		int fd = vfio_lu_open_cdev(devs[i].bdf);
+
+		if (fd < 0)
+			break;
+		close(fd);
+	}
+	ksft_test_result(i == ndevs, "stage2_cdevs_open_after_close\n");
+
+	/* Nothing is preserved any more: the module can go, and come back. */
+	ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
+	ksft_test_result(!ret, "stage2_module_unloads_after_finish (%s)\n", strerror(-ret));
+	modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
+	ret = modfd < 0 ? -errno : syscall(SYS_finit_module, modfd, "", 0) ? -errno : 0;
+	ksft_test_result(!ret, "stage2_module_reloads (%s)\n", strerror(-ret));
+	if (modfd >= 0)
+		close(modfd);
+	ksft_finished();
+}
+
+int main(int argc, char **argv)
+{
+	int opt, stage = 0;
+
+	while ((opt = getopt(argc, argv, "s:")) != -1)
+		if (opt == 's')
+			stage = atoi(optarg);
+
+	ksft_print_header();
+	if (stage == 1)
+		return stage1();
+	if (stage == 2)
+		return stage2();
+	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+}

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The uAPI of the vfio-pci live update handler in one kernel, without a
+ * kexec: which files LIVEUPDATE_SESSION_PRESERVE_FD takes and which it
+ * refuses (with which errno), and that closing a session unpreserves its
+ * files.
+ */
+#define _GNU_SOURCE
+#include <libgen.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "vfio_lu_util.h"
+#include "kselftest_harness.h"
+
+#define TOKEN	0x7666696fULL
+
+FIXTURE(luo) {
+	struct vfio_lu_dev dev;		/* the first emulated device */
+	int luo, session, iommufd;
+};
+
+FIXTURE_SETUP(luo)
+{
+	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+
+	ASSERT_LT(0, vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS));
+	self->dev = devs[0];
+	self->luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->luo) TH_LOG("open /dev/liveupdate: %s", strerror(errno));
+	self->session = vfio_lu_create_session(self->luo, "vfio-lu-uapi");
+	ASSERT_LE(0, self->session) TH_LOG("create session: %s", strerror(-self->session));
+	self->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->iommufd) TH_LOG("open /dev/iommu: %s", strerror(errno));
+}
+
+FIXTURE_TEARDOWN(luo)
+{
+	close(self->iommufd);
+	close(self->session);
+	close(self->luo);
+}
+
+/* An open cdev file of @bdf, bound to @iommufd, or -errno. */
+static int bound_cdev(const char *bdf, int iommufd)
+{
+	int fd = vfio_lu_open_cdev(bdf), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = vfio_lu_bind(fd, iommufd);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static int module_refcnt(void)
+{
+	char buf[16];
+
+	if (vfio_lu_read_file("/sys/module/" VFIO_LU_MODULE "/refcnt", buf, sizeof(buf)))
+		return -1;
+	return atoi(buf);
+}
+
+TEST_F(luo, preserve_cdev_fd)
+{
+	int fd = bound_cdev(self->dev.bdf, self->iommufd);
+
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	close(fd);
+}
+
+/* LUO holds the handler's module for every preserved file, and only then. */
+TEST_F(luo, module_pinned_only_while_preserved)
+{
+	int fd = bound_cdev(self->dev.bdf, self->iommufd), before = module_refcnt();
+
+	ASSERT_LE(0, fd);
+	ASSERT_LE(0, before);
+	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	EXPECT_EQ(before + 1, module_refcnt());
+	close(self->session);
+	self->session = -1;
+	EXPECT_EQ(before, module_refcnt());
+	close(fd);
+}
+
+/* A device file from VFIO_GROUP_GET_DEVICE_FD: no handler takes it. */
+TEST_F(luo, group_device_fd_refused)
+{
+	char path[PATH_MAX], link[PATH_MAX], group[PATH_MAX];
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+	int container, groupfd, devfd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/iommu_group", self->dev.bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_LT(0, n) TH_LOG("%s: no IOMMU group", self->dev.bdf);
+	link[n] = '\0';
+	snprintf(group, sizeof(group), "/dev/vfio/%s", basename(link));
+
+	container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, container) TH_LOG("open /dev/vfio/vfio: %s", strerror(errno));
+	groupfd = open(group, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, groupfd) TH_LOG("open %s: %s", group, strerror(errno));
+	ASSERT_EQ(0, ioctl(groupfd, VFIO_GROUP_GET_STATUS, &status));
+	ASSERT_TRUE(status.flags & VFIO_GROUP_FLAGS_VIABLE);
+	ASSERT_EQ(0, ioctl(groupfd, VFIO_GROUP_SET_CONTAINER, &container))
+		TH_LOG("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		TH_LOG("VFIO_SET_IOMMU: %s", strerror(errno));
+	devfd = ioctl(groupfd, VFIO_GROUP_GET_DEVICE_FD, self->dev.bdf);
+	ASSERT_LE(0, devfd) TH_LOG("VFIO_GROUP_GET_DEVICE_FD: %s", strerror(errno));
+
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, devfd, TOKEN));
+	/* Nor the group file itself, nor the container. */
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, groupfd, TOKEN + 1));
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, container, TOKEN + 2));
+
+	close(devfd);
+	close(groupfd);
+	close(container);
+}
+
+/* A file no handler knows: a pipe. And iommufd, which has no handler here. */
+TEST_F(luo, non_vfio_fd_refused)
+{
+	int p[2];
+
+	ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, p[0], TOKEN));
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, self->iommufd, TOKEN));
+	EXPECT_EQ(-EBADF, vfio_lu_preserve(self->session, 1000, TOKEN));
+	close(p[0]);
+	close(p[1]);
+}
+
+TEST_F(luo, same_fd_twice_refused)
+{
+	int fd = bound_cdev(self->dev.bdf, self->iommufd), fd2;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	/* The same file under another token: LUO tracks preserved files. */
+	EXPECT_EQ(-EBUSY, vfio_lu_preserve(self->session, fd, TOKEN + 1));
+	/* A token already used in the session. */
+	fd2 = memfd_create("vfio-lu-uapi", MFD_CLOEXEC);
+	ASSERT_LE(0, fd2);
+	EXPECT_EQ(-EEXIST, vfio_lu_preserve(self->session, fd2, TOKEN));
+	close(fd2);
+	close(fd);
+}
+
+TEST_F(luo, closing_the_session_unpreserves)
+{
+	int fd = bound_cdev(self->dev.bdf, self->iommufd), session2;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	close(self->session);
+	self->session = -1;
+
+	/* The same file can be preserved again, in a new session. */
+	session2 = vfio_lu_create_session(self->luo, "vfio-lu-uapi-2");
+	ASSERT_LE(0, session2);
+	EXPECT_EQ(0, vfio_lu_preserve(session2, fd, TOKEN));
+	close(session2);
+	close(fd);
+}
+
+TEST_HARNESS_MAIN
