@@ -31,6 +31,7 @@ class Run:
         self.results = []      # (stage, program, name, status) status: pass/fail/skip
         self.events = {}       # (stage, text) -> (uptime, tsc)
         self.binds = {1: [], 2: []}
+        self.resets = {1: {}, 2: {}}  # bdf -> "flr pm bus"
         self.notes = []        # '#' lines of failing programs, for context
 
 
@@ -60,6 +61,9 @@ def parse_ktap(path):
             if sm:
                 stage = int(sm.group(1))
             run.events[(stage, text)] = (up, tsc)
+            rm = re.match(r"(\S+) reset methods: (.*)", text)
+            if rm:
+                run.resets[stage][rm.group(1)] = rm.group(2)
             bm = re.match(r"(\S+) \((\w+:\w+)\) (?:-> |already bound to )(.*)", text)
             if bm:
                 run.binds[stage].append((bm.group(1), bm.group(2), bm.group(3)))
@@ -184,17 +188,58 @@ def demo_summary(run, console, args):
         out.append(f"  stage 2 (retrieve, check, finish)   {s2_done[0] - s2_init[0]:7.3f} s")
     out.append(f"  QEMU wall time, both kernels        {args.wall:7.3f} s (TCG)")
     out.append("")
+    out += device_summary(run, console)
     out.append("  the live update, step by step (test results):")
     for s, p, n, st in run.results:
         if p in ("luo_memfd_kexec", "vfio_lu_kexec_test"):
             out.append(f"    {'ok  ' if st == 'pass' else 'FAIL'} stage {s}: {n}")
     out.append("")
-    stamp = re.compile(r"^\[ *[0-9.]+\] ")
-    handler = [stamp.sub("", l.strip()) for l in console.splitlines() if "live update:" in l]
-    if handler:
-        out.append("  what the vfio-pci live update handler logged, old kernel then new:")
-        out += [f"    {l}" for l in handler]
-        out.append("")
+    return out
+
+
+def device_summary(run, console):
+    """Per device: identity before and after, reset method, outcome, from the handler's log."""
+    lines = [re.sub(r"^\[ *[0-9.]+\] ", "", l.strip()) for l in console.splitlines()]
+    banners = [i for i, l in enumerate(lines) if "Linux version " in l]
+    cut = banners[1] if len(banners) > 1 else len(lines)
+    old, new = lines[:cut], lines[cut:]
+
+    def last(part, pattern):
+        found = None
+        for l in part:
+            m = re.search(pattern, l)
+            if m:
+                found = m
+        return found
+
+    out = ["  each device, old kernel -> new kernel (from the handler's log):"]
+    for bdf, ids, _ in run.binds[1]:
+        b = re.escape(bdf)
+        before = last(old, rf"{b}: live update: preserved, (.*)$")
+        frozen = last(old, rf"{b}: live update: frozen")
+        refused = last(old, rf"{b}: live update: cannot freeze: (.*)$")
+        after = last(new, rf"{b}: live update: retrieved, (.*)$")
+        finished = last(new, rf"{b}: live update: finished \((.*)\)")
+        methods = run.resets[1].get(bdf, "?").split()
+        steps = [("preserved", before), ("frozen", frozen), ("retrieved", after),
+                 ("finished", finished)]
+        missing = [name for name, m in steps if not m]
+        same = before and after and before.group(1) == after.group(1)
+        if missing:
+            outcome = "FAILED: not " + ", ".join(missing)
+        elif not same:
+            outcome = "FAILED: identity changed"
+        else:
+            outcome = "ok: preserved, frozen, retrieved, bound, finished; same identity"
+        out.append(f"    {bdf}")
+        out.append(f"      before  {before.group(1) if before else '-'}")
+        out.append(f"      reset   {methods[0] if methods else '?'} at freeze"
+                   f" (first of the device's reset methods: {' '.join(methods)})")
+        out.append(f"      after   {after.group(1) if after else '-'}")
+        if refused:
+            out.append(f"      note    a kexec was refused first, as the test asks: {refused.group(1)}")
+        out.append(f"      outcome {outcome}")
+    out.append("")
     return out
 
 
