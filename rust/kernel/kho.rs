@@ -42,12 +42,6 @@ impl Handle {
     }
 }
 
-/// Returns whether KHO is enabled on this boot.
-pub fn is_enabled() -> bool {
-    // SAFETY: `kho_is_enabled` has no preconditions.
-    unsafe { bindings::kho_is_enabled() }
-}
-
 /// Types that may be kept in KHO memory: plain old data, readable from any bytes (including the
 /// all-zero bytes of a fresh allocation, and whatever another kernel wrote), writable as bytes,
 /// and no larger than a page.

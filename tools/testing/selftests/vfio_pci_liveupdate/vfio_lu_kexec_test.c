@@ -15,7 +15,6 @@
  *                             works; the module unloads afterwards
  */
 #define _GNU_SOURCE
-#include <getopt.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -317,16 +316,12 @@ static int stage2(void)
 
 int main(int argc, char **argv)
 {
-	int opt, stage = 0;
-
-	while ((opt = getopt(argc, argv, "s:")) != -1)
-		if (opt == 's')
-			stage = atoi(optarg);
-
 	ksft_print_header();
-	if (stage == 1)
+	switch (vfio_lu_stage_arg(argc, argv)) {
+	case 1:
 		return stage1();
-	if (stage == 2)
+	case 2:
 		return stage2();
+	}
 	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
 }

@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +90,17 @@ static inline int vfio_lu_cmdline(const char *key, char *val, size_t len)
 		}
 	}
 	return -ENOENT;
+}
+
+/* The stage given as "-s N" to a two-stage test program, or 0. */
+static inline int vfio_lu_stage_arg(int argc, char **argv)
+{
+	int opt, stage = 0;
+
+	while ((opt = getopt(argc, argv, "s:")) != -1)
+		if (opt == 's')
+			stage = atoi(optarg);
+	return stage;
 }
 
 static inline int vfio_lu_stage(void)
