@@ -192,3 +192,29 @@ impl<T: Blob> Drop for Incoming<T> {
         unsafe { bindings::kho_restore_free(self.ptr.as_ptr().cast()) };
     }
 }
+
+#[kunit_tests(rust_kernel_kho)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preserved_memory_is_zeroed_page_aligned_and_writable() -> Result {
+        let mut blob = Preserved::<[u64; 8]>::new()?;
+        assert_eq!(*blob, [0u64; 8]);
+        let handle = blob.handle().as_raw();
+        assert_ne!(handle, 0);
+        assert_eq!(handle % PAGE_SIZE as u64, 0);
+        blob[3] = 0x1234;
+        assert_eq!(blob[3], 0x1234);
+        // Dropping it unpreserves and frees it: the abort path.
+        Ok(())
+    }
+
+    #[test]
+    fn handles_of_live_allocations_differ() -> Result {
+        let a = Preserved::<u32>::new()?;
+        let b = Preserved::<u32>::new()?;
+        assert_ne!(a.handle(), b.handle());
+        Ok(())
+    }
+}

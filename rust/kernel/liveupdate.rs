@@ -333,3 +333,18 @@ impl<H: FileHandler> PinnedDrop for Registration<H> {
         unsafe { bindings::liveupdate_unregister_file_handler(self.inner.get()) };
     }
 }
+
+#[kunit_tests(rust_kernel_liveupdate)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrieve_status_follows_luo_convention() {
+        assert_eq!(RetrieveStatus::from_raw(0), RetrieveStatus::NotAttempted);
+        assert_eq!(RetrieveStatus::from_raw(1), RetrieveStatus::Retrieved);
+        assert_eq!(
+            RetrieveStatus::from_raw(-19),
+            RetrieveStatus::Failed(ENODEV)
+        );
+    }
+}
