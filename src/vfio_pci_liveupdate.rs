@@ -48,16 +48,11 @@ fn vfio_pci_of(file: &File) -> Option<&vfio::PciCoreDevice> {
 /// The LUO file handler for vfio-pci device files.
 struct Handler;
 
-/// Runtime state of a preserved device file in the outgoing kernel.
-struct Preserved {
-    location: Location,
-}
-
 #[vtable]
 impl liveupdate::FileHandler for Handler {
     const COMPATIBLE: &'static CStr = vfio::lu_abi::COMPATIBLE;
     type Data = Ser;
-    type State = Preserved;
+    type State = ();
 
     fn can_preserve(file: &File) -> bool {
         let Some(core) = vfio_pci_of(file) else {
@@ -81,20 +76,23 @@ impl liveupdate::FileHandler for Handler {
         true
     }
 
-    fn preserve(file: &File, data: &mut Ser) -> Result<Preserved> {
+    fn preserve(file: &File, data: &mut Ser) -> Result {
         let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
-        Ok(Preserved { location })
+        Ok(())
     }
 
-    fn unpreserve(_file: &File, state: &Preserved, _data: &Ser) {
-        pr_info!("{}: live update: no longer preserved\n", state.location);
+    fn unpreserve(_file: &File, _state: &(), data: &Ser) {
+        pr_info!(
+            "{}: live update: no longer preserved\n",
+            abi::decode_location(data)
+        );
     }
 
-    fn freeze(file: &File, _state: &Preserved, _data: &mut Ser) -> Result {
+    fn freeze(file: &File, _state: &(), _data: &mut Ser) -> Result {
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
         let guard = core.lock();
         let pdev = core.pci();

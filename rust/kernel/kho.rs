@@ -167,12 +167,6 @@ impl<T: Blob> Incoming<T> {
             _t: PhantomData,
         }
     }
-
-    /// The handle this memory came with.
-    pub fn handle(&self) -> Handle {
-        // SAFETY: `ptr` is a valid direct-map address.
-        Handle(unsafe { bindings::virt_to_phys(self.ptr.as_ptr().cast()) })
-    }
 }
 
 impl<T: Blob> Deref for Incoming<T> {

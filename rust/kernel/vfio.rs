@@ -9,7 +9,8 @@
 //! C header: [`include/linux/vfio.h`](srctree/include/linux/vfio.h)
 
 use crate::{
-    bindings, error::from_err_ptr, fs::File, pci, prelude::*, sync::aref::ARef, types::Opaque,
+    bindings, device, error::from_err_ptr, fs::File, pci, prelude::*, sync::aref::ARef,
+    types::Opaque,
 };
 use core::ptr::NonNull;
 
@@ -71,16 +72,11 @@ impl Device {
             dev: *mut bindings::vfio_device,
             data: *const c_void,
         ) -> bool {
-            // SAFETY: By the safety requirements, `dev` is valid; its parent `dev->dev` is set
-            // before registration and holds a reference while the device lives.
-            let parent = unsafe { (*dev).dev };
-            // SAFETY: `parent` is a valid `struct device`.
-            if !unsafe { bindings::dev_is_pci(parent) } {
+            // SAFETY: By the safety requirements, `dev` is valid and holds a reference on its
+            // parent for the duration of the call.
+            let Some(pdev) = (unsafe { parent_pci(dev) }) else {
                 return false;
-            }
-            // SAFETY: `parent` is the `dev` member of a `struct pci_dev`, as just checked, and
-            // the PCI function outlives the call.
-            let pdev = unsafe { &*crate::container_of!(parent, bindings::pci_dev, dev).cast() };
+            };
             // SAFETY: By the safety requirements, `data` points to the `F` below.
             let pred = unsafe { &*data.cast::<F>() };
             pred(pdev)
@@ -96,15 +92,9 @@ impl Device {
 
     /// The PCI function behind this device, if its parent is one.
     pub fn pci_dev(&self) -> Option<&pci::Device> {
-        // SAFETY: By the type invariants, the device is registered, so `dev` is valid.
-        let parent = unsafe { (*self.as_raw()).dev };
-        // SAFETY: `parent` is a valid `struct device`.
-        if !unsafe { bindings::dev_is_pci(parent) } {
-            return None;
-        }
-        // SAFETY: `parent` is embedded in a `struct pci_dev`, as just checked; it lives at least
-        // as long as the VFIO device, which holds a reference on it.
-        Some(unsafe { &*crate::container_of!(parent, bindings::pci_dev, dev).cast() })
+        // SAFETY: By the type invariants, the device is registered, so it is valid and holds a
+        // reference on its parent for as long as `self` is borrowed.
+        unsafe { parent_pci(self.as_raw()) }
     }
 
     /// The vfio-pci device, if this device was registered by the vfio-pci driver itself (not by
@@ -149,6 +139,18 @@ impl Device {
         // SAFETY: A new file with one reference, which we own.
         Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) })
     }
+}
+
+/// The PCI function that is the parent of a VFIO device, if its parent is one.
+///
+/// # Safety
+///
+/// `dev` is a valid `struct vfio_device` whose parent device (`dev->dev`, set before
+/// registration, referenced while the VFIO device lives) stays valid for `'a`.
+unsafe fn parent_pci<'a>(dev: *mut bindings::vfio_device) -> Option<&'a pci::Device> {
+    // SAFETY: By the safety requirements, `dev` and its parent are valid for `'a`.
+    let parent: &device::Device = unsafe { device::Device::from_raw((*dev).dev) };
+    <&pci::Device>::try_from(parent).ok()
 }
 
 /// A registration reference on a VFIO device, from [`Device::find_by_pci`].
@@ -205,12 +207,6 @@ impl PciCoreDevice {
         self.0.get()
     }
 
-    /// The VFIO device.
-    pub fn vfio(&self) -> &Device {
-        // SAFETY: `vdev` is the VFIO device, with the invariants of `self`.
-        unsafe { Device::from_raw(&raw mut (*self.as_raw()).vdev) }
-    }
-
     /// The PCI function.
     pub fn pci(&self) -> &pci::Device {
         // SAFETY: vfio-pci sets `pdev` before registering the device, and the function outlives
@@ -236,11 +232,6 @@ impl PciCoreDevice {
 pub struct PciCoreGuard<'a>(&'a PciCoreDevice);
 
 impl PciCoreGuard<'_> {
-    /// The device.
-    pub fn device(&self) -> &PciCoreDevice {
-        self.0
-    }
-
     /// The interrupt mode userspace has set with `VFIO_DEVICE_SET_IRQS`.
     pub fn irq_mode(&self) -> IrqMode {
         // SAFETY: The device is valid; `irq_type` is an `int` written under the set lock we hold

@@ -134,11 +134,6 @@ pub struct ResetLock<'a> {
 }
 
 impl ResetLock<'_> {
-    /// The locked function.
-    pub fn device(&self) -> &Device {
-        self.dev
-    }
-
     /// Clears bus mastering: the function stops issuing DMA.
     pub fn clear_master(&self) {
         // SAFETY: `dev` is a valid `struct pci_dev`.
@@ -153,14 +148,7 @@ impl ResetLock<'_> {
         to_result(unsafe { bindings::__pci_reset_function_locked(self.dev.as_raw()) })
     }
 
-    /// Saves the configuration space of the function, for [`Self::restore_state`].
-    pub fn save_state(&self) -> Result {
-        // SAFETY: `dev` is a valid `struct pci_dev`.
-        to_result(unsafe { bindings::pci_save_state(self.dev.as_raw()) })
-    }
-
-    /// Writes back the configuration space last saved for the function (by its driver, or by
-    /// [`Self::save_state`]).
+    /// Writes back the configuration space last saved for the function (by its driver).
     pub fn restore_state(&self) {
         // SAFETY: `dev` is a valid `struct pci_dev`.
         unsafe { bindings::pci_restore_state(self.dev.as_raw()) };
