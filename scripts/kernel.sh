@@ -16,6 +16,7 @@ set -euo pipefail
 LOG_TAG=kernel
 . "$(dirname "$0")/lib.sh"
 mkdir -p "$BUILD" "$LOGS" "$KOBJ"
+build_lock
 
 TARBALL=/usr/src/linux-source-7.3.tar.xz
 [ -f "$TARBALL" ] || die "$TARBALL missing: run scripts/setup.sh (package linux-source-7.3)"

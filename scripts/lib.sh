@@ -26,3 +26,14 @@ kmake() {
 
 log()  { printf '[%s] %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; }
 die()  { printf '[%s] ERROR: %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; exit 1; }
+
+# One user of the build directory at a time (a kernel build, a QEMU run, a docs
+# or rustdoc build): waits for the others, released when the script exits.
+build_lock() {
+	mkdir -p "$BUILD"
+	exec 9>>"$BUILD/.lock"
+	if ! flock -n 9; then
+		log "waiting for another build or run in $BUILD to finish"
+		flock 9 || die "cannot lock $BUILD/.lock"
+	fi
+}

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 NAME=${NAME:-$MODE}
+build_lock
 
 [ -f "$KOBJ/arch/x86/boot/bzImage" ] || die "no kernel: run scripts/kernel.sh first"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/setup.sh"
