@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command (after the kernel build): style checks, then the
-# two-stage QEMU test. Ends with "N passed, N failed" over all of them and
+# two-stage QEMU test twice, once per reset mode of the module (parallel, the
+# default, and serial). Ends with "N passed, N failed" over all of them and
 # exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
@@ -8,25 +9,33 @@ LOG_TAG=test
 
 lint_out=$("$PROJECT/scripts/lint.sh"); lint_rc=$?
 printf '%s\n' "$lint_out"
-vm_out=$("$PROJECT/scripts/vmtest.sh" --mode test --name test "$@"); vm_rc=$?
-printf '%s\n' "$vm_out"
-
 lp=$(grep -c '^  ok ' <<< "$lint_out")
 lf=$(grep -c '^  FAIL ' <<< "$lint_out")
-read -r vp vf vs < <(awk '/^vm: [0-9]+ passed, [0-9]+ failed/ {
-	s = 0; if (match($0, /[0-9]+ skipped/)) s = substr($0, RSTART) + 0
-	print $2, $4, s }' <<< "$vm_out")
-if [ -z "${vp:-}" ]; then
-	# The VM run did not even report: count it as one failure.
-	vp=0; vf=1; vs=0
-fi
-passed=$((lp + vp)); failed=$((lf + vf))
-if [ "$lint_rc" != 0 ] || [ "$vm_rc" != 0 ]; then
-	[ "$failed" -gt 0 ] || [ "$vs" -gt 0 ] || failed=1
-fi
-if [ "$vs" -gt 0 ]; then
-	echo "$passed passed, $failed failed, $vs skipped"
+passed=$lp; failed=$lf; skipped=0
+[ "$lint_rc" = 0 ] || [ "$lf" -gt 0 ] || failed=$((failed + 1))
+
+# One QEMU run: name, then vmtest.sh arguments.
+vm_run() {
+	local name=$1 out rc vp vf vs; shift
+	echo "$name:"
+	out=$("$PROJECT/scripts/vmtest.sh" --mode test --name "$name" "$@"); rc=$?
+	printf '%s\n' "$out"
+	read -r vp vf vs < <(awk '/^vm: [0-9]+ passed, [0-9]+ failed/ {
+		s = 0; if (match($0, /[0-9]+ skipped/)) s = substr($0, RSTART) + 0
+		print $2, $4, s }' <<< "$out")
+	if [ -z "${vp:-}" ]; then
+		# The VM run did not even report: count it as one failure.
+		vp=0; vf=1; vs=0
+	fi
+	[ "$rc" = 0 ] || [ "$vf" -gt 0 ] || [ "$vs" -gt 0 ] || vf=1
+	passed=$((passed + vp)); failed=$((failed + vf)); skipped=$((skipped + vs))
+}
+vm_run test "$@"
+vm_run test-serial --append vfio_pci_liveupdate.serial_reset=1 "$@"
+
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
 else
 	echo "$passed passed, $failed failed"
 fi
-[ "$failed" = 0 ] && [ "$vs" = 0 ]
+[ "$failed" = 0 ] && [ "$skipped" = 0 ]

@@ -8,7 +8,10 @@
 //! - preserve: the device's segment, bus/device/function and identity go into a KHO blob;
 //! - freeze (inside `reboot(LINUX_REBOOT_CMD_KEXEC)`): refused unless the device's interrupts are
 //!   disabled and it is in D0; then bus mastering is cleared, the device is reset and its saved
-//!   configuration state is restored;
+//!   configuration state is restored. The resets of all devices run in parallel and are waited
+//!   for before the kexec (see [`reset`]); module parameter `serial_reset` resets in each freeze;
+//! - unfreeze (the kexec was cancelled after this file's freeze): the reset is waited for and bus
+//!   mastering is set back as it was;
 //! - retrieve (new kernel): the vfio-pci device at the same address, with the same identity, gets
 //!   a new device file, equivalent to opening its cdev;
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
@@ -21,13 +24,20 @@ use kernel::{
     liveupdate::{self, RetrieveStatus},
     pci::PowerState,
     prelude::*,
-    sync::aref::ARef,
+    reboot,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+    },
+    time::{Instant, Monotonic},
     vfio::{self, lu_abi::Ser, IrqMode},
 };
 
 mod abi;
+mod reset;
 
 use abi::{Identity, Location};
+use reset::Mode;
 
 module! {
     type: VfioPciLiveUpdate,
@@ -35,24 +45,45 @@ module! {
     authors: ["vfio-pci live update developers"],
     description: "Live Update support for vfio-pci devices (EXPERIMENTAL)",
     license: "GPL",
+    params: {
+        serial_reset: bool {
+            default: false,
+            description: "Reset each preserved device in its own freeze, one after another, instead of all at once (for comparison)",
+        },
+    },
+}
+
+/// How this load of the module resets devices at freeze.
+fn reset_mode() -> Mode {
+    if module_parameters::serial_reset.value() {
+        Mode::Serial
+    } else {
+        Mode::Parallel
+    }
 }
 
 /// Name of the anonymous inode of a retrieved device file.
 const RETRIEVED_FILE_NAME: &CStr = c"[vfio-device-liveupdate]";
 
 /// The vfio-pci device behind a file this handler accepts.
-fn vfio_pci_of(file: &File) -> Option<&vfio::PciCoreDevice> {
+pub(crate) fn vfio_pci_of(file: &File) -> Option<&vfio::PciCoreDevice> {
     vfio::Device::from_cdev_file(file)?.as_vfio_pci()
 }
 
 /// The LUO file handler for vfio-pci device files.
 struct Handler;
 
+/// What the outgoing kernel keeps of a preserved file besides its KHO blob.
+struct FileState {
+    /// Whether bus mastering was on when the freeze cleared it, to set back on unfreeze.
+    master: Atomic<bool>,
+}
+
 #[vtable]
 impl liveupdate::FileHandler for Handler {
     const COMPATIBLE: &'static CStr = vfio::lu_abi::COMPATIBLE;
     type Data = Ser;
-    type State = ();
+    type State = FileState;
 
     fn can_preserve(file: &File) -> bool {
         let Some(core) = vfio_pci_of(file) else {
@@ -76,23 +107,27 @@ impl liveupdate::FileHandler for Handler {
         true
     }
 
-    fn preserve(file: &File, data: &mut Ser) -> Result {
+    fn preserve(file: &File, data: &mut Ser) -> Result<FileState> {
         let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
-        Ok(())
+        Ok(FileState {
+            master: Atomic::new(false),
+        })
     }
 
-    fn unpreserve(_file: &File, _state: &(), data: &Ser) {
+    fn unpreserve(_file: &File, _state: &FileState, data: &Ser) {
         pr_info!(
             "{}: live update: no longer preserved\n",
             abi::decode_location(data)
         );
     }
 
-    fn freeze(file: &File, _state: &(), _data: &mut Ser) -> Result {
+    fn freeze(file: &File, state: &FileState, _data: &mut Ser) -> Result {
+        let began = Instant::<Monotonic>::now();
+        let mode = reset_mode();
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
         let guard = core.lock();
         let pdev = core.pci();
@@ -124,18 +159,60 @@ impl liveupdate::FileHandler for Handler {
             return Err(EBUSY);
         };
         // Stop DMA first: a reset may wait for outstanding transactions to drain.
-        lock.clear_master();
-        if let Err(e) = lock.reset_function() {
-            dev_err!(dev, "live update: cannot freeze: reset failed: {:?}\n", e);
-            lock.restore_state();
+        let master = pdev.is_bus_master();
+        state.master.store(master, Relaxed);
+        pdev.set_bus_master(false);
+        let res = match mode {
+            Mode::Serial => reset::reset_locked(pdev, &lock, mode),
+            Mode::Parallel => {
+                // The queued reset takes the locks itself, in its own task.
+                drop(lock);
+                drop(guard);
+                reset::start(file).inspect_err(|e| {
+                    dev_err!(
+                        dev,
+                        "live update: cannot freeze: reset not queued: {:?}\n",
+                        e
+                    )
+                })
+            }
+        };
+        if let Err(e) = res {
+            // LUO unfreezes only the files frozen before this one: put this one back now.
+            pdev.set_bus_master(master);
             return Err(e);
         }
-        lock.restore_state();
+        reset::frozen(began);
         dev_info!(
             dev,
-            "live update: frozen (bus mastering off, reset, config restored)\n"
+            "live update: frozen in {} us (interrupts off, D0, bus mastering off, reset {})\n",
+            began.elapsed().as_micros_ceil(),
+            match mode {
+                Mode::Serial => "done",
+                Mode::Parallel => "started",
+            }
         );
         Ok(())
+    }
+
+    fn unfreeze(file: &File, state: &FileState, _data: &Ser) {
+        let reset = reset::unfrozen(file);
+        let Some(core) = vfio_pci_of(file) else {
+            return;
+        };
+        let _set = core.lock();
+        let pdev = core.pci();
+        let master = state.master.load(Relaxed);
+        pdev.set_bus_master(master);
+        dev_info!(
+            pdev.as_ref(),
+            "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before\n",
+            match reset {
+                Some(Err(_)) => "failed",
+                _ => "done and config restored",
+            },
+            if master { "on" } else { "off" }
+        );
     }
 
     fn retrieve(data: &Ser) -> Result<ARef<File>> {
@@ -223,6 +300,10 @@ impl liveupdate::FileHandler for Handler {
 
 #[pin_data(PinnedDrop)]
 struct VfioPciLiveUpdate {
+    /// Waits for the resets that freezes queued; registered before the handler, so that it is
+    /// there for every freeze.
+    #[pin]
+    reset_waiter: reboot::Registration<reset::ResetWaiter>,
     #[pin]
     handler: liveupdate::Registration<Handler>,
 }
@@ -234,13 +315,18 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
                 "live update is disabled on this boot (no liveupdate=on): nothing to register\n"
             );
         }
+        // SAFETY: The module initializer runs once per load, before any file is preserved.
+        unsafe { reset::init() };
         try_pin_init!(Self {
+            // Early in the chain: the resets are waited for before other notifiers run.
+            reset_waiter <- reboot::Registration::register(i32::MAX),
             handler <- liveupdate::Registration::register(),
         })
         .pin_chain(|_| {
             pr_info!(
-                "registered the LUO file handler \"{}\"\n",
-                vfio::lu_abi::COMPATIBLE.to_str().unwrap_or("?")
+                "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
+                vfio::lu_abi::COMPATIBLE.to_str().unwrap_or("?"),
+                reset_mode().name()
             );
             Ok(())
         })

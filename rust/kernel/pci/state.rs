@@ -88,6 +88,36 @@ impl Device {
             && self.pci_class().as_raw() >> 16 == bindings::PCI_BASE_CLASS_DISPLAY
     }
 
+    /// Returns whether bus mastering is enabled in the function's command register.
+    ///
+    /// Read from the device, not from the PCI core's record of it: a user of the function (a VMM
+    /// through vfio-pci) may have changed it with a configuration write.
+    pub fn is_bus_master(&self) -> bool {
+        let mut cmd: u16 = 0;
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `cmd` is a
+        // valid `u16` to write to.
+        let ret = unsafe {
+            bindings::pci_read_config_word(self.as_raw(), bindings::PCI_COMMAND as i32, &mut cmd)
+        };
+        // CAST: `PCI_COMMAND_MASTER` is a 16-bit register bit.
+        ret == 0 && cmd & bindings::PCI_COMMAND_MASTER as u16 != 0
+    }
+
+    /// Enables or disables bus mastering (DMA) for the function.
+    ///
+    /// For a function bound to another driver, the caller must hold whatever lock that driver
+    /// uses for its command register (for vfio-pci: the device set lock).
+    #[inline]
+    pub fn set_bus_master(&self, enable: bool) {
+        if enable {
+            // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+            unsafe { bindings::pci_set_master(self.as_raw()) };
+        } else {
+            // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+            unsafe { bindings::pci_clear_master(self.as_raw()) };
+        }
+    }
+
     /// Returns the bridge directly upstream of this function, if any.
     #[inline]
     pub fn upstream_bridge(&self) -> Option<&Device> {
@@ -134,12 +164,6 @@ pub struct ResetLock<'a> {
 }
 
 impl ResetLock<'_> {
-    /// Clears bus mastering: the function stops issuing DMA.
-    pub fn clear_master(&self) {
-        // SAFETY: `dev` is a valid `struct pci_dev`.
-        unsafe { bindings::pci_clear_master(self.dev.as_raw()) };
-    }
-
     /// Resets the function with the first reset method that works for it (FLR, PM, bus, ...),
     /// leaving its configuration space as the reset left it.
     pub fn reset_function(&self) -> Result {

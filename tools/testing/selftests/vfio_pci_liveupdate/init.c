@@ -86,18 +86,40 @@ static void mount_filesystems(void)
 		say("mount tmpfs: %s", strerror(errno));
 }
 
+/*
+ * The module's parameters, from "vfio_pci_liveupdate.<param>=<value>" on the
+ * kernel command line, as modprobe passes them (the kernel itself does not
+ * for a module loaded later).
+ */
+static void module_params(char *params, size_t len)
+{
+	char cmdline[4096], *tok, *save;
+	const char *prefix = VFIO_LU_MODULE ".";
+	size_t n = 0;
+
+	params[0] = '\0';
+	if (vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline)))
+		return;
+	for (tok = strtok_r(cmdline, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+		if (!strncmp(tok, prefix, strlen(prefix)) && n < len)
+			n += snprintf(params + n, len - n, "%s%s", n ? " " : "",
+				      tok + strlen(prefix));
+}
+
 static void load_module(void)
 {
 	int fd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
+	char params[256];
 
 	if (fd < 0) {
 		say("module %s: %s", VFIO_LU_MODULE_PATH, strerror(errno));
 		return;
 	}
-	if (syscall(SYS_finit_module, fd, "", 0))
+	module_params(params, sizeof(params));
+	if (syscall(SYS_finit_module, fd, params, 0))
 		say("loading %s failed: %s", VFIO_LU_MODULE, strerror(errno));
 	else
-		say("loaded %s", VFIO_LU_MODULE);
+		say("loaded %s%s%s", VFIO_LU_MODULE, params[0] ? " " : "", params);
 	close(fd);
 }
 

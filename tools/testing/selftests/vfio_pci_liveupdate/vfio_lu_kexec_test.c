@@ -5,9 +5,11 @@
  *   vfio_lu_kexec_test -s 1   open each device's cdev, bind it to iommufd,
  *                             read its IDs through VFIO and preserve it in one
  *                             session, with a memfd recording what was seen;
- *                             a kexec with interrupts on is refused and the
- *                             system keeps running; a child holds the session
- *                             for the real kexec (interrupts off)
+ *                             a kexec with interrupts enabled on the last device is
+ *                             refused, the system keeps running, and the first
+ *                             device, frozen and reset before the refusal, is
+ *                             unfrozen and works as before; a child holds the
+ *                             session for the real kexec (interrupts off)
  *   vfio_lu_kexec_test -s 2   finish fails before retrieve; retrieve gives a
  *                             file per token, for the device stage 1 saw;
  *                             finish fails before bind; bind, GET_INFO and
@@ -103,6 +105,77 @@ static void kexec_refused_with_interrupts_on(int fd, const char *bdf)
 	ksft_test_result(!ret, "stage1_disable_intx %s (%s)\n", bdf, strerror(-ret));
 }
 
+/* Read-modify-write of the bus master bit through the device fd. */
+static int set_bus_master(int fd, bool on)
+{
+	struct vfio_region_info reg = {
+		.argsz = sizeof(reg), .index = VFIO_PCI_CONFIG_REGION_INDEX,
+	};
+	uint16_t cmd;
+	int ret;
+
+	ret = vfio_lu_config_read(fd, &cmd, sizeof(cmd), PCI_COMMAND);
+	if (ret)
+		return ret;
+	cmd = on ? cmd | PCI_COMMAND_MASTER : cmd & ~PCI_COMMAND_MASTER;
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &reg))
+		return -errno;
+	if (pwrite(fd, &cmd, sizeof(cmd), reg.offset + PCI_COMMAND) != sizeof(cmd))
+		return -EIO;
+	return 0;
+}
+
+static int bus_master(int fd)
+{
+	uint16_t cmd;
+	int ret = vfio_lu_config_read(fd, &cmd, sizeof(cmd), PCI_COMMAND);
+
+	return ret ? ret : !!(cmd & PCI_COMMAND_MASTER);
+}
+
+/*
+ * A kexec refused by a later file's freeze cancels the freezes already done
+ * (LUO freezes a session's files in the order they were preserved): the
+ * earlier device was reset, is unfrozen, and its fd works again as before,
+ * bus mastering included.
+ */
+static void refusal_unfreezes_earlier_device(int fd, int last_fd, const char *bdf,
+					     const char *last_bdf, const struct vfio_lu_dev *dev)
+{
+	struct vfio_region_info reg = {
+		.argsz = sizeof(reg), .index = VFIO_PCI_BAR0_REGION_INDEX,
+	};
+	int reset_log = vfio_lu_kmsg_open(), unfreeze_log = vfio_lu_kmsg_open();
+	uint16_t vendor = 0, device = 0;
+	char needle[128];
+	int ret;
+
+	ret = set_bus_master(fd, true);
+	ksft_test_result(!ret && bus_master(fd) == 1, "stage1_vmm_enables_bus_master %s (%s)\n",
+			 bdf, strerror(-ret));
+	kexec_refused_with_interrupts_on(last_fd, last_bdf);
+
+	snprintf(needle, sizeof(needle), "%s: live update: reset done in", bdf);
+	ksft_test_result(reset_log >= 0 && vfio_lu_kmsg_has(reset_log, needle),
+			 "stage1_earlier_device_was_reset_before_the_refusal %s\n", bdf);
+	snprintf(needle, sizeof(needle), "%s: live update: unfrozen", bdf);
+	ksft_test_result(unfreeze_log >= 0 && vfio_lu_kmsg_has(unfreeze_log, needle),
+			 "stage1_earlier_device_unfrozen %s\n", bdf);
+	ret = read_ids(fd, &vendor, &device);
+	ksft_test_result(!ret && vendor == dev->vendor && device == dev->device,
+			 "stage1_unfrozen_config_read %s (%04x:%04x)\n", bdf, vendor, device);
+	ksft_test_result(bus_master(fd) == 1, "stage1_unfrozen_bus_master_as_before %s\n", bdf);
+	ret = set_bus_master(fd, false);
+	ksft_test_result(!ret && bus_master(fd) == 0, "stage1_unfrozen_config_write %s (%s)\n",
+			 bdf, strerror(-ret));
+	ret = ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &reg) ? -errno : 0;
+	ksft_test_result(!ret, "stage1_unfrozen_region_info %s (%s)\n", bdf, strerror(-ret));
+	if (reset_log >= 0)
+		close(reset_log);
+	if (unfreeze_log >= 0)
+		close(unfreeze_log);
+}
+
 static void find_devices(void)
 {
 	ndevs = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
@@ -118,7 +191,9 @@ static int stage1(void)
 	pid_t pid;
 
 	find_devices();
-	ksft_set_plan(7 + ndevs);
+	if (ndevs < 2)
+		ksft_exit_fail_msg("the refusal test needs two devices, found %d\n", ndevs);
+	ksft_set_plan(14 + ndevs);
 
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (luo < 0)
@@ -157,11 +232,11 @@ static int stage1(void)
 	ret = vfio_lu_preserve(session, mfd, RECORD_TOKEN);
 	ksft_test_result(!ret, "stage1_preserve_record (%s)\n", strerror(-ret));
 
-	/* The first device of the session is frozen first: nothing was reset yet. */
-	if (fds[0] >= 0)
-		kexec_refused_with_interrupts_on(fds[0], devs[0].bdf);
-	else
-		ksft_exit_fail_msg("no device to test the refusal with\n");
+	/* The last device refuses, after the first one froze. */
+	if (fds[0] < 0 || fds[ndevs - 1] < 0)
+		ksft_exit_fail_msg("no devices to test the refusal with\n");
+	refusal_unfreezes_earlier_device(fds[0], fds[ndevs - 1], devs[0].bdf,
+					 devs[ndevs - 1].bdf, &devs[0]);
 
 	pid = vfio_lu_hold_fds_for_kexec();
 	if (pid < 0)

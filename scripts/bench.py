@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Summarise benchmark runs of scripts/bench.sh: a Markdown table and an SVG plot.
+
+Each argument is the log directory of one QEMU run (scripts/vmtest.sh --mode
+bench). From ktap.log: the "# bench: <phase> <kind> <us>" samples that
+vfio_lu_bench timed in userspace, the TSC of the last device retrieved and the
+TSC of init's reboot(KEXEC). From console.log (both kernels): the TSC
+frequency, the module's reset mode, and the freeze times the module logged:
+per device ("frozen in X us", "reset done in X us") and in all ("freeze of N
+device(s) took X us from the first freeze to the last reset done").
+"""
+import argparse
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+SAMPLE = re.compile(r"^# bench: (\w+) (\w+) ([\d.]+)$")
+LAST_TSC = re.compile(r"^# bench: last_retrieve_tsc (\d+)$")
+KEXEC = re.compile(r"^# vfio-lu: \[up=[\d.]+ tsc=(\d+)\] stage 1: done, kexec$")
+MODULE = re.compile(r"registered the LUO file handler .* \(resets at freeze: (\w+)\)")
+FROZEN = re.compile(r": live update: frozen in (\d+) us")
+RESET = re.compile(r": live update: reset done in (\d+) us \((\w+)\)")
+TOTAL = re.compile(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed\)")
+MHZ = re.compile(r"tsc: Detected ([\d.]+) MHz")
+
+# (key, label, unit divisor to ms, where the number comes from)
+ROWS = [
+    ("preserve/vfio", "preserve, per device", "userspace, around LIVEUPDATE_SESSION_PRESERVE_FD"),
+    ("preserve/memfd", "preserve, memfd baseline", "userspace, one 4 KiB memfd"),
+    ("freeze_cb", "freeze callback, per device", "kernel: our freeze(), start to return"),
+    ("reset", "reset, per device", "kernel: __pci_reset_function_locked + restore"),
+    ("freeze", "freeze, all devices", "kernel: first freeze() to last reset done"),
+    ("kexec_to_retrieved", "reboot(KEXEC) to last device retrieved", "TSC, both kernels (boot of the new one included)"),
+    ("retrieve/vfio", "retrieve, per device", "userspace, around LIVEUPDATE_SESSION_RETRIEVE_FD"),
+    ("retrieve/memfd", "retrieve, memfd baseline", "userspace"),
+    ("bind/vfio", "bind (VFIO_DEVICE_BIND_IOMMUFD), per device", "userspace, after retrieve"),
+    ("finish/vfio", "finish, device session", "userspace, LIVEUPDATE_SESSION_FINISH"),
+    ("finish/memfd", "finish, memfd session", "userspace"),
+]
+
+
+def parse_run(rundir):
+    ktap = (rundir / "ktap.log").read_text(errors="replace").splitlines()
+    console = (rundir / "console.log").read_text(errors="replace")
+    s = defaultdict(list)
+    last_tsc = kexec_tsc = None
+    for line in ktap:
+        line = line.rstrip("\r")
+        m = SAMPLE.match(line)
+        if m:
+            s[f"{m.group(1)}/{m.group(2)}"].append(float(m.group(3)))
+            continue
+        m = LAST_TSC.match(line)
+        if m:
+            last_tsc = int(m.group(1))
+        m = KEXEC.match(line)
+        if m:
+            kexec_tsc = int(m.group(1))
+    mode = MODULE.search(console)
+    mhz = MHZ.search(console)
+    total = TOTAL.search(console)
+    if not (mode and mhz and total and last_tsc and kexec_tsc):
+        sys.exit(f"{rundir}: incomplete run (mode {bool(mode)}, tsc {bool(mhz)}, "
+                 f"freeze total {bool(total)}, retrieve tsc {bool(last_tsc)}, kexec tsc {bool(kexec_tsc)})")
+    if int(total.group(4)):
+        sys.exit(f"{rundir}: {total.group(4)} reset(s) failed")
+    s["freeze_cb"] = [float(x) for x in FROZEN.findall(console)]
+    s["reset"] = [float(us) for us, _ in RESET.findall(console)]
+    s["freeze"] = [float(total.group(2))]
+    s["kexec_to_retrieved"] = [(last_tsc - kexec_tsc) / float(mhz.group(1))]
+    ndev = int(total.group(1))
+    return mode.group(1), ndev, s
+
+
+def fmt(v):
+    med, lo, hi = v
+    return f"{med / 1000:.2f} ({lo / 1000:.2f}–{hi / 1000:.2f})"
+
+
+def stats(xs):
+    return (statistics.median(xs), min(xs), max(xs)) if xs else None
+
+
+def svg_plot(data, sizes, path):
+    """Freeze of all devices (median, min-max bars) against N, one line per mode."""
+    W, H, L, R, T, B = 640, 400, 70, 150, 40, 50
+    ymax = max(v[2] for m in data.values() for v in m.values()) / 1000 * 1.1
+    xmax = max(sizes)
+
+    def x(n):
+        return L + (W - L - R) * (n / xmax)
+
+    def y(ms):
+        return H - B - (H - T - B) * (ms / ymax)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2 - 40}" y="22" font-size="14" text-anchor="middle">Freeze of N preserved devices (median, min–max)</text>',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
+           f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">N devices (FLR, 100 ms each)</text>',
+           f'<text x="18" y="{(T + H - B) / 2}" transform="rotate(-90 18 {(T + H - B) / 2})" text-anchor="middle">ms</text>']
+    step = 10 ** max(0, len(str(int(ymax))) - 1)
+    if ymax / step < 4:
+        step /= 2
+    t = 0.0
+    while t <= ymax:
+        out.append(f'<line x1="{L - 4}" y1="{y(t):.1f}" x2="{W - R}" y2="{y(t):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{L - 8}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+        t += step
+    for n in sizes:
+        out.append(f'<text x="{x(n):.1f}" y="{H - B + 18}" text-anchor="middle">{n}</text>')
+    colours = {"parallel": "#1f77b4", "serial": "#d62728"}
+    for i, (mode, pts) in enumerate(sorted(data.items())):
+        c = colours.get(mode, "black")
+        ns = sorted(pts)
+        line = " ".join(f"{x(n):.1f},{y(pts[n][0] / 1000):.1f}" for n in ns)
+        out.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="2"/>')
+        for n in ns:
+            med, lo, hi = (v / 1000 for v in pts[n])
+            out.append(f'<line x1="{x(n):.1f}" y1="{y(lo):.1f}" x2="{x(n):.1f}" y2="{y(hi):.1f}" stroke="{c}"/>')
+            out.append(f'<circle cx="{x(n):.1f}" cy="{y(med):.1f}" r="3.5" fill="{c}"/>')
+        ly = T + 20 + 22 * i
+        out.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 40}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
+        out.append(f'<text x="{W - R + 46}" y="{ly + 4}">{mode} resets</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="virtio-net-pci")
+    args = ap.parse_args()
+
+    # (mode, N) -> key -> samples, and how many runs each
+    agg = defaultdict(lambda: defaultdict(list))
+    nruns = defaultdict(int)
+    for r in args.runs:
+        mode, n, s = parse_run(r)
+        nruns[(mode, n)] += 1
+        for k, v in s.items():
+            agg[(mode, n)][k].extend(v)
+    sizes = sorted({n for _, n in agg})
+    modes = [m for m in ("parallel", "serial") if any(k[0] == m for k in agg)]
+
+    out = [f"Device: `{args.device}` behind its own PCIe root port, N per run; "
+           f"{min(nruns.values())}–{max(nruns.values())} QEMU run(s) per cell. "
+           "Cells: median (min–max) in ms over every sample of the cell's runs.", ""]
+    for mode in modes:
+        out.append(f"### {mode.capitalize()} resets" + (" (default)" if mode == "parallel" else
+                                                        " (`vfio_pci_liveupdate.serial_reset=1`)"))
+        out.append("")
+        out.append("| phase | " + " | ".join(f"N={n}" for n in sizes) + " | measured |")
+        out.append("|---|" + "---|" * len(sizes) + "---|")
+        for key, label, src in ROWS:
+            cells = [stats(agg[(mode, n)].get(key, [])) for n in sizes]
+            out.append(f"| {label} | " + " | ".join(fmt(c) if c else "–" for c in cells) + f" | {src} |")
+        out.append("")
+
+    # The goals of the performance work, side by side.
+    def med(mode, n, key):
+        st = stats(agg.get((mode, n), {}).get(key, []))
+        return st[0] if st else None
+
+    out.append("### Goals")
+    out.append("")
+    lo, hi = sizes[0], (8 if 8 in sizes else sizes[-1])
+    for mode in modes:
+        a, b = med(mode, lo, "freeze"), med(mode, hi, "freeze")
+        if a and b:
+            out.append(f"- freeze, {mode}: N={hi} {b / 1000:.1f} ms vs N={lo} {a / 1000:.1f} ms: "
+                       f"**{b / a:.2f}x**")
+    for phase in ("preserve", "retrieve"):
+        ratios = [med(m, n, f"{phase}/vfio") / med(m, n, f"{phase}/memfd")
+                  for m in modes for n in sizes
+                  if med(m, n, f"{phase}/vfio") and med(m, n, f"{phase}/memfd")]
+        if ratios:
+            out.append(f"- {phase} per device / memfd baseline (medians, every cell): "
+                       f"{min(ratios):.2f}x to {max(ratios):.2f}x")
+    for phase in ("preserve", "retrieve"):
+        per = [(n, med("parallel", n, f"{phase}/vfio")) for n in sizes if med("parallel", n, f"{phase}/vfio")]
+        if len(per) > 1:
+            out.append(f"- {phase} per device against N (parallel runs): " +
+                       ", ".join(f"N={n} {v / 1000:.3f} ms" for n, v in per))
+    out.append("")
+    text = "\n".join(out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(text)
+    data = {m: {n: stats(agg[(m, n)]["freeze"]) for n in sizes if agg[(m, n)]["freeze"]} for m in modes}
+    svg_plot(data, sizes, args.out / "freeze.svg")
+    print(text)
+    print(f"table: {args.out / 'results.md'}, plot: {args.out / 'freeze.svg'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The benchmark command (not a test): for N emulated devices, N in --sizes,
+# boot QEMU and live-update them, in both reset modes (parallel, the default,
+# and serial: vfio_pci_liveupdate.serial_reset=1), --reps times each; then
+# summarise every phase (min/median/max) as a Markdown table and plot the
+# freeze time against N (SVG).
+#
+#   scripts/bench.sh [--sizes "1 4 8 16"] [--reps 3] [--device virtio-net-pci]
+#                    [--out docs/bench]
+#
+# Every QEMU run is a full two-stage run (scripts/vmtest.sh --mode bench) whose
+# report must pass; its logs stay under build/logs/runs/. The table goes to
+# <out>/results.md and stdout, the plot to <out>/freeze.svg.
+set -euo pipefail
+LOG_TAG=bench
+. "$(dirname "$0")/lib.sh"
+
+SIZES="1 4 8 16"
+REPS=3
+DEVICE=virtio-net-pci
+OUT=$PROJECT/docs/bench
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--sizes) SIZES=$2; shift 2 ;;
+	--reps) REPS=$2; shift 2 ;;
+	--device) DEVICE=$2; shift 2 ;;
+	--out) OUT=$2; shift 2 ;;
+	*) die "unknown argument $1" ;;
+	esac
+done
+mkdir -p "$OUT"
+
+runs=()
+t0=$(date +%s)
+for n in $SIZES; do
+	devices=$(printf "$DEVICE %.0s" $(seq "$n"))
+	for mode in parallel serial; do
+		append=
+		[ "$mode" = serial ] && append="vfio_pci_liveupdate.serial_reset=1"
+		for r in $(seq "$REPS"); do
+			name=bench-$n-$mode-$r
+			log "N=$n $mode, run $r of $REPS"
+			if ! "$PROJECT/scripts/vmtest.sh" --mode bench --name "$name" \
+				--devices "$devices" --append "$append" > "$BUILD/bench-run.out" 2>&1; then
+				cat "$BUILD/bench-run.out" >&2
+				die "benchmark run $name failed (logs: $(readlink -f "$LOGS/latest"))"
+			fi
+			runs+=("$(readlink -f "$LOGS/latest")")
+		done
+	done
+done
+log "$((${#runs[@]})) run(s) in $(( $(date +%s) - t0 )) s"
+python3 "$PROJECT/scripts/bench.py" --out "$OUT" --device "$DEVICE" "${runs[@]}"
