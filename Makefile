@@ -16,6 +16,13 @@ run: kernel
 test: kernel
 	@scripts/test.sh
 
+# The whole change as a git format-patch series against pristine 7.3, in
+# build/series/ (scripts/series.sh; "scripts/series.sh export DIR" for another
+# place). make test checks it (scripts/lint.sh runs "scripts/series.sh check").
+.PHONY: series
+series: kernel
+	@scripts/series.sh export
+
 kernel: setup
 	@scripts/kernel.sh
 

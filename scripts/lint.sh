@@ -42,4 +42,6 @@ if [ ${#hfiles[@]} -gt 0 ]; then
 		bash -c 'k=$0; cd "$1" && shift && out=$("$k/scripts/kernel-doc" -none -Wall "$@" 2>&1); echo "$out"; [ -z "$out" ]' \
 		"$KSRC" "$PROJECT" "${hfiles[@]}"
 fi
+# The patch series: export, git am on pristine 7.3, checkpatch, last patch = build/linux.
+"$PROJECT/scripts/series.sh" check || fail=1
 exit $fail
