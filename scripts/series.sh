@@ -41,6 +41,25 @@ tree_path() {
 	esac
 }
 
+# not_excluded: filter out (stdin -> stdout) the project paths that
+# patches/series/exclude names (globs, one a line, # comments).
+not_excluded() {
+	local pat line
+	local -a pats=()
+	if [ -f "$MANIFEST/exclude" ]; then
+		while read -r pat; do
+			[ -n "$pat" ] && [ "${pat#\#}" = "$pat" ] && pats+=("$pat")
+		done < "$MANIFEST/exclude"
+	fi
+	while IFS= read -r line; do
+		for pat in "${pats[@]}"; do
+			# shellcheck disable=SC2053
+			[[ $line == $pat ]] && continue 2
+		done
+		printf '%s\n' "$line"
+	done
+}
+
 # Project files that must be in the series: what kernel.sh puts in the tree,
 # the documentation and the selftests.
 series_files() {
@@ -49,7 +68,7 @@ series_files() {
 			[ -d "$d" ] && find "$d" -type f
 		done
 		for f in Kbuild Kconfig; do [ -f "$f" ] && echo "$f"; done
-	} | sort)
+	} | not_excluded | sort)
 }
 
 # hdr FILE KEY: the values of "KEY:" header lines of a manifest entry.
@@ -72,7 +91,7 @@ entry_files() {
 		(cd "$PROJECT" && compgen -G "$pat" >/dev/null && for p in $pat; do
 			if [ -d "$p" ]; then find "$p" -type f; elif [ -f "$p" ]; then echo "$p"; fi
 		done) || true
-	done | sort -u
+	done | not_excluded | sort -u
 }
 
 # wire_filter PATCH K ASSIGNMENTS: print the diff part of PATCH keeping only
