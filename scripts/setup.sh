@@ -99,4 +99,11 @@ if [ -n "$need_bindgen" ]; then
 	cargo install --locked --quiet bindgen-cli || die "cargo install bindgen-cli failed"
 fi
 
+# --- crates of the sample VMM (samples/vfio_lu_vmm) from crates.io. ---------
+# Static glibc (libc.a) comes with libc6-dev above; the crates are the ones
+# Cargo.lock names, fetched once into ~/.cargo (a second run only checks).
+command -v cargo >/dev/null || die "cargo not found (expected the machine's rustup toolchain)"
+(cd "$(dirname "$0")/../samples/vfio_lu_vmm" && cargo fetch --locked --quiet) ||
+	die "cargo fetch of the sample VMM's crates (samples/vfio_lu_vmm/Cargo.lock) failed"
+
 say "all build and test dependencies are present"
