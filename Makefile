@@ -23,6 +23,13 @@ test: kernel
 series: kernel
 	@scripts/series.sh export
 
+# Documentation: the kernel's docs build renders Documentation/driver-api/
+# vfio-pci-liveupdate/ into build/docs/html/, with the kernel crate's rustdoc;
+# fails on any warning about our pages or items (scripts/docs.sh).
+.PHONY: docs
+docs: kernel
+	@scripts/docs.sh
+
 kernel: setup
 	@scripts/kernel.sh
 

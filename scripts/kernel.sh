@@ -57,7 +57,7 @@ fi
 # --- 3. overlay ---------------------------------------------------------------
 # List "source<TAB>destination" for every overlay file.
 overlay_list() {
-	(cd "$PROJECT" && for d in rust include; do
+	(cd "$PROJECT" && for d in rust include Documentation; do
 		[ -d "$d" ] && find "$d" -type f | sort | awk -v OFS='\t' '{print $0, $0}'
 	done
 	for f in Kbuild Kconfig; do

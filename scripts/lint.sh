@@ -42,6 +42,10 @@ if [ ${#hfiles[@]} -gt 0 ]; then
 		bash -c 'k=$0; cd "$1" && shift && out=$("$k/scripts/kernel-doc" -none -Wall "$@" 2>&1); echo "$out"; [ -z "$out" ]' \
 		"$KSRC" "$PROJECT" "${hfiles[@]}"
 fi
+# The documentation renders without a warning about our pages: the kernel's
+# docs build with Sphinx from PyPI (scripts/docs.sh; a few seconds warm; the
+# rustdoc, ~1 min, is left to `make docs`).
+check "docs build (no warnings)" "$PROJECT/scripts/docs.sh" --no-rustdoc --quiet
 # The patch series: export, git am on pristine 7.3, checkpatch, last patch = build/linux.
 "$PROJECT/scripts/series.sh" check || fail=1
 exit $fail

@@ -38,7 +38,7 @@ fi
 
 # --- Debian packages from bookworm. -----------------------------------------
 pkgs=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev
-      libssl-dev cpio rsync make gcc libc6-dev xz-utils python3)
+      libssl-dev cpio rsync make gcc libc6-dev xz-utils python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
