@@ -52,9 +52,25 @@ for src in "$SELFTESTS"/*.c; do
 	fi
 done
 
+# --- the sample VMM (demo mode): Rust, static; cargo rebuilds what changed ----
+SAMPLE_BIN=
+if [ "$MODE" = demo ]; then
+	# cargo reads the sample's .cargo/config.toml (static, target) from its cwd.
+	(cd "$PROJECT/samples/vfio_lu_vmm" &&
+	 CARGO_TARGET_DIR=$BUILD/sample cargo build --release --locked --quiet -j"$JOBS") ||
+		die "building the sample VMM (samples/vfio_lu_vmm) failed"
+	SAMPLE_BIN=$BUILD/sample/x86_64-unknown-linux-gnu/release/vfio_lu_vmm
+fi
+
 # --- initramfs images ----------------------------------------------------------
 MODULE=$KOBJ/$KDIR_DRIVER/vfio_pci_liveupdate.ko
 [ -f "$MODULE" ] || die "$MODULE missing"
+case "$MODE" in
+test) LISTS=stage ;;
+demo) LISTS=demo ;;
+bench) LISTS=bench ;;
+*) die "unknown mode '$MODE' (test, demo or bench)" ;;
+esac
 cpio_list() {	# $1 = stage of the image
 	cat <<LIST
 dir /dev 0755 0 0
@@ -67,12 +83,13 @@ dir /lib/modules 0755 0 0
 dir /tests 0755 0 0
 file /init $GUEST/bin/init 0755 0 0
 file /lib/modules/vfio_pci_liveupdate.ko $MODULE 0644 0 0
-file /tests/stage1 $SELFTESTS/stage1.list 0644 0 0
-file /tests/stage2 $SELFTESTS/stage2.list 0644 0 0
+file /tests/stage1 $SELFTESTS/${LISTS}1.list 0644 0 0
+file /tests/stage2 $SELFTESTS/${LISTS}2.list 0644 0 0
 LIST
 	for b in "$GUEST"/bin/*; do
 		[ "$(basename "$b")" = init ] || echo "file /tests/$(basename "$b") $b 0755 0 0"
 	done
+	[ -z "$SAMPLE_BIN" ] || echo "file /tests/vfio_lu_vmm $SAMPLE_BIN 0755 0 0"
 	if [ "$1" = 1 ]; then
 		echo "file /kernel $KOBJ/arch/x86/boot/bzImage 0644 0 0"
 		echo "file /initrd.img $GUEST/initrd-stage2.cpio 0644 0 0"
