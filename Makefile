@@ -8,13 +8,18 @@
 # Both install what is missing first (scripts/setup.sh) and rebuild only what
 # changed (the kernel tree and objects stay in build/).
 
-.PHONY: run test setup kernel clean distclean
+.PHONY: run test bench setup kernel clean distclean
 
 run: kernel
 	@scripts/vmtest.sh --mode demo --name run
 
 test: kernel
 	@scripts/test.sh
+
+# Benchmark (not a test): every phase of a live update for 1, 4, 8 and 16
+# devices, parallel and serial resets; table and plot in docs/bench/.
+bench: kernel
+	@scripts/bench.sh
 
 # The whole change as a git format-patch series against pristine 7.3, in
 # build/series/ (scripts/series.sh; "scripts/series.sh export DIR" for another

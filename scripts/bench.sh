@@ -40,12 +40,16 @@ for n in $SIZES; do
 		for r in $(seq "$REPS"); do
 			name=bench-$n-$mode-$r
 			log "N=$n $mode, run $r of $REPS"
-			if ! "$PROJECT/scripts/vmtest.sh" --mode bench --name "$name" \
-				--devices "$devices" --append "$append" > "$BUILD/bench-run.out" 2>&1; then
+			ok=1
+			"$PROJECT/scripts/vmtest.sh" --mode bench --name "$name" \
+				--devices "$devices" --append "$append" > "$BUILD/bench-run.out" 2>&1 || ok=0
+			# This run's log directory (build/logs/latest may be someone else's by now).
+			rundir=$(sed -n 's/.*, logs: //p' "$BUILD/bench-run.out" | tail -n 1)
+			if [ "$ok" = 0 ] || [ ! -d "$rundir" ]; then
 				cat "$BUILD/bench-run.out" >&2
-				die "benchmark run $name failed (logs: $(readlink -f "$LOGS/latest"))"
+				die "benchmark run $name failed (logs: ${rundir:-none})"
 			fi
-			runs+=("$(readlink -f "$LOGS/latest")")
+			runs+=("$rundir")
 		done
 	done
 done

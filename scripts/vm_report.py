@@ -124,6 +124,24 @@ def parse_ktap(path):
     return run
 
 
+def freeze_check(run, console):
+    """The kexec's freeze reset every device in the mode the module was asked for."""
+    old = console.split("Linux version ")
+    old = old[1] if len(old) > 1 else ""
+    want = "serial" if "vfio_pci_liveupdate.serial_reset=1" in console else "parallel"
+    loaded = re.search(r"registered the LUO file handler .* \(resets at freeze: (\w+)\)", old)
+    total = re.findall(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed\)", old)
+    ndev = len(run.binds[1])
+    name = f"the kexec's freeze reset all {ndev} device(s), {want} resets"
+    if not loaded or loaded.group(1) != want:
+        return (name, False, f"module reports resets at freeze: {loaded.group(1) if loaded else 'nothing'}")
+    if not total:
+        return (name, False, "no 'freeze of N device(s)' line in the old kernel's log")
+    n, us, mode, failed = total[-1]
+    return (name, int(n) == ndev and mode == want and failed == "0",
+            f"{n} device(s), {mode} resets, {failed} failed, {us} us")
+
+
 def ev(run, stage, prefix):
     for (s, text), v in run.events.items():
         if s == stage and text.startswith(prefix):
@@ -139,7 +157,7 @@ def tsc_mhz(console):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("rundir", type=Path)
-    ap.add_argument("--mode", default="test", choices=["test", "demo"])
+    ap.add_argument("--mode", default="test", choices=["test", "demo", "bench"])
     ap.add_argument("--qemu-rc", type=int, default=0)
     ap.add_argument("--wall", type=float, default=0.0)
     ap.add_argument("--devices", default="")
@@ -164,6 +182,8 @@ def main():
     splats = [l for l in console.splitlines() if SPLATS.search(l)]
     host.append(("no panic, BUG, Oops, WARNING or sanitizer report in either kernel's log",
                  not splats, "; ".join(s.strip() for s in splats[:5])))
+    if args.mode in ("test", "bench"):
+        host.append(freeze_check(run, console))
     for stage in (1, 2):
         if not any(r[0] == stage for r in run.results):
             host.append((f"stage {stage} produced KTAP results", False, "none seen"))

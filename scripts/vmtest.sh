@@ -3,8 +3,15 @@
 # kernel in QEMU (q35, intel-iommu, one PCIe root port per emulated device),
 # let the guest run stage 1, kexec, run stage 2 and power off, then report.
 #
-#   scripts/vmtest.sh [--mode test|demo] [--devices "virtio-net-pci igb edu"]
-#                     [--timeout SECONDS] [--name NAME] [--kvm]
+#   scripts/vmtest.sh [--mode test|demo|bench] [--devices "virtio-net-pci igb edu"]
+#                     [--append "KERNEL ARGS"] [--timeout SECONDS] [--name NAME] [--kvm]
+#
+# --mode picks the programs each stage runs: test (the kselftests,
+# stage1.list/stage2.list), demo (for make run: the sample VMM,
+# samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
+# bench2.list, for scripts/bench.sh). --append adds kernel command line
+# arguments to both kernels, e.g. vfio_pci_liveupdate.serial_reset=1 (init
+# passes vfio_pci_liveupdate.* on to the module, as modprobe would).
 #
 # Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
 # serial console of both kernels), ktap.log (second serial port: KTAP and
@@ -18,6 +25,7 @@ MODE=test
 DEVICES="virtio-net-pci igb edu"
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 NAME=
+APPEND=
 ACCEL="-accel tcg -cpu max"
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -25,6 +33,7 @@ while [ $# -gt 0 ]; do
 	--devices) DEVICES=$2; shift 2 ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
+	--append) APPEND=$2; shift 2 ;;
 	--kvm) ACCEL="-accel kvm -cpu host"; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
@@ -117,7 +126,7 @@ for dev in $DEVICES; do
 	*) die "unknown device type '$dev' (known: virtio-net-pci igb edu)" ;;
 	esac
 done
-cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
+cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")${APPEND:+ $APPEND}"
 qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
        -kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$GUEST/initrd-stage1.cpio"
        -append "$cmdline")
