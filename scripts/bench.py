@@ -21,7 +21,8 @@ LAST_TSC = re.compile(r"^# bench: last_retrieve_tsc (\d+)$")
 KEXEC = re.compile(r"^# vfio-lu: \[up=[\d.]+ tsc=(\d+)\] stage 1: done, kexec$")
 MODULE = re.compile(r"registered the LUO file handler .* \(resets at freeze: (\w+)\)")
 FROZEN = re.compile(r": live update: frozen in (\d+) us")
-RESET = re.compile(r": live update: reset done in (\d+) us \((\w+)\)")
+RESET = re.compile(r": live update: reset done in (\d+) us \((\w+)")
+STARTED = re.compile(r": live update: reset done in \d+ us \(parallel, began (\d+) us after it was queued\)")
 TOTAL = re.compile(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed\)")
 MHZ = re.compile(r"tsc: Detected ([\d.]+) MHz")
 
@@ -31,6 +32,7 @@ ROWS = [
     ("preserve/memfd", "preserve, memfd baseline", "userspace, one 4 KiB memfd"),
     ("freeze_cb", "freeze callback, per device", "kernel: our freeze(), start to return"),
     ("reset", "reset, per device", "kernel: __pci_reset_function_locked + restore"),
+    ("reset_wait", "reset start, after its freeze queued it", "kernel: queued to running (parallel only)"),
     ("freeze", "freeze, all devices", "kernel: first freeze() to last reset done"),
     ("kexec_to_retrieved", "reboot(KEXEC) to last device retrieved", "TSC, both kernels (boot of the new one included)"),
     ("retrieve/vfio", "retrieve, per device", "userspace, around LIVEUPDATE_SESSION_RETRIEVE_FD"),
@@ -68,6 +70,7 @@ def parse_run(rundir):
         sys.exit(f"{rundir}: {total.group(4)} reset(s) failed")
     s["freeze_cb"] = [float(x) for x in FROZEN.findall(console)]
     s["reset"] = [float(us) for us, _ in RESET.findall(console)]
+    s["reset_wait"] = [float(us) for us in STARTED.findall(console)]
     s["freeze"] = [float(total.group(2))]
     s["kexec_to_retrieved"] = [(last_tsc - kexec_tsc) / float(mhz.group(1))]
     ndev = int(total.group(1))

@@ -62,19 +62,29 @@ impl Mode {
 }
 
 /// Resets a locked function whose DMA is already off, then writes back its saved configuration
-/// state, and logs the outcome with the time the reset took.
-pub(crate) fn reset_locked(pdev: &pci::Device, lock: &ResetLock<'_>, mode: Mode) -> Result {
+/// state, and logs the outcome with the time the reset took. `queued` is when a freeze queued
+/// the reset (parallel mode), [`None`] when the freeze does it itself (serial mode).
+pub(crate) fn reset_locked(
+    pdev: &pci::Device,
+    lock: &ResetLock<'_>,
+    queued: Option<Instant<Monotonic>>,
+) -> Result {
     let dev: &device::Device = pdev.as_ref();
     let start = Instant::<Monotonic>::now();
     let res = lock.reset_function();
     lock.restore_state();
     let us = start.elapsed().as_micros_ceil();
+    let (mode, waited) = match queued {
+        Some(q) => (Mode::Parallel, (start - q).as_micros_ceil()),
+        None => (Mode::Serial, 0),
+    };
     match res {
         Ok(()) => dev_info!(
             dev,
-            "live update: reset done in {} us ({}), config restored\n",
+            "live update: reset done in {} us ({}, began {} us after it was queued), config restored\n",
             us,
-            mode.name()
+            mode.name(),
+            waited
         ),
         Err(e) => dev_err!(
             dev,
@@ -99,6 +109,8 @@ struct Job {
     done: Completion,
     /// 0, or the negative errno of the failed reset; read once `done` completed.
     result: Atomic<i32>,
+    /// When the freeze queued it.
+    queued: Instant<Monotonic>,
 }
 
 impl_has_work! {
@@ -126,7 +138,7 @@ impl Job {
             }
             fsleep(Delta::from_millis(LOCK_RETRY_MS));
         };
-        reset_locked(pdev, &lock, Mode::Parallel)
+        reset_locked(pdev, &lock, Some(self.queued))
     }
 }
 
@@ -181,6 +193,7 @@ pub(crate) fn start(file: &File) -> Result {
             work <- new_work!("vfio_pci_liveupdate::reset"),
             done <- Completion::new(),
             result: Atomic::new(0),
+            queued: Instant::now(),
         }),
         GFP_KERNEL,
     )?;

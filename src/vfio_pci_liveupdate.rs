@@ -163,7 +163,7 @@ impl liveupdate::FileHandler for Handler {
         state.master.store(master, Relaxed);
         pdev.set_bus_master(false);
         let res = match mode {
-            Mode::Serial => reset::reset_locked(pdev, &lock, mode),
+            Mode::Serial => reset::reset_locked(pdev, &lock, None),
             Mode::Parallel => {
                 // The queued reset takes the locks itself, in its own task.
                 drop(lock);
