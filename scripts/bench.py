@@ -153,6 +153,15 @@ def main():
     out = [f"Device: `{args.device}` behind its own PCIe root port, N per run; "
            f"{min(nruns.values())}–{max(nruns.values())} QEMU run(s) per cell. "
            "Cells: median (min–max) in ms over every sample of the cell's runs.", ""]
+    # Runs whose first attempt QEMU itself aborted (scripts/vmtest.sh ran them again).
+    retried = [(r.name, (r / "qemu-retried").read_text().strip())
+               for r in args.runs if (r / "qemu-retried").exists()]
+    if retried:
+        out.append("Runs QEMU itself aborted, run again by scripts/vmtest.sh (the aborted "
+                   "attempt's logs are in the run's qemu-aborted/):")
+        out.append("")
+        out.extend(f"- {name}: {why}" for name, why in retried)
+        out.append("")
     for mode in modes:
         out.append(f"### {mode.capitalize()} resets" + (" (default)" if mode == "parallel" else
                                                         " (`vfio_pci_liveupdate.serial_reset=1`)"))

@@ -385,11 +385,14 @@ build_each() {
 	git -C "$k" clean -q -fdx
 	git -C "$k" am -q "${patches[@]}" || die "the series does not apply (scripts/series.sh check)"
 	mapfile -t commits < <(git -C "$k" rev-list --reverse "pristine..HEAD")
-	grep -E '^CONFIG_' "$frag" > "$obj/.config"
+	: > "$obj/.config"
 	for i in "${!commits[@]}"; do
 		c=${commits[$i]}
 		subject=$(git -C "$k" log -1 --format=%s "$c")
 		git -C "$k" checkout -q --detach "$c"
+		# The fragment again at every patch: olddefconfig drops what the
+		# Kconfig of an earlier patch did not know yet (the driver's option).
+		grep -E '^CONFIG_' "$frag" >> "$obj/.config"
 		t0=$(date +%s)
 		if make -C "$k" O="$obj" LLVM=-19 CLIPPY=1 RUST_LIB_SRC="$(rust_lib_src)" -j"$JOBS" \
 			olddefconfig bzImage modules > "$dir/build-$((i + 1)).log" 2>&1; then

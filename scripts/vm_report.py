@@ -195,6 +195,11 @@ def main():
     skipped = sum(1 for r in results if r[3] == "skip")
 
     out = []
+    retried = args.rundir / "qemu-retried"
+    if retried.exists():
+        out.append(f"  note: QEMU aborted the first attempt on an assertion of its own "
+                   f"({retried.read_text().strip()}); this is the second "
+                   f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
         out += demo_summary(run, console, args)
     else:
