@@ -151,7 +151,12 @@ impl liveupdate::FileHandler for Handler {
             );
             return Err(EINVAL);
         }
+        // Frozen means frozen: from here on the old file gets EIO and its BAR mmaps are gone.
+        // Taken before the reset locks: the memory lock comes after the set lock and before the
+        // device locks, as in vfio-pci's own reset.
+        guard.freeze_user_access();
         let Some(lock) = pdev.try_lock_for_reset() else {
+            guard.unfreeze_user_access();
             dev_err!(
                 dev,
                 "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
@@ -162,8 +167,16 @@ impl liveupdate::FileHandler for Handler {
         let master = pdev.is_bus_master();
         state.master.store(master, Relaxed);
         pdev.set_bus_master(false);
+        // LUO unfreezes only the files frozen before this one: on failure, put this one back now.
         let res = match mode {
-            Mode::Serial => reset::reset_locked(pdev, &lock, None),
+            Mode::Serial => {
+                let res = reset::reset_locked(pdev, &lock, None);
+                drop(lock);
+                res.inspect_err(|_| {
+                    pdev.set_bus_master(master);
+                    guard.unfreeze_user_access();
+                })
+            }
             Mode::Parallel => {
                 // The queued reset takes the locks itself, in its own task.
                 drop(lock);
@@ -173,19 +186,17 @@ impl liveupdate::FileHandler for Handler {
                         dev,
                         "live update: cannot freeze: reset not queued: {:?}\n",
                         e
-                    )
+                    );
+                    pdev.set_bus_master(master);
+                    core.lock().unfreeze_user_access();
                 })
             }
         };
-        if let Err(e) = res {
-            // LUO unfreezes only the files frozen before this one: put this one back now.
-            pdev.set_bus_master(master);
-            return Err(e);
-        }
+        res?;
         reset::frozen(began);
         dev_info!(
             dev,
-            "live update: frozen in {} us (interrupts off, D0, bus mastering off, reset {})\n",
+            "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, reset {})\n",
             began.elapsed().as_micros_ceil(),
             match mode {
                 Mode::Serial => "done",
@@ -200,13 +211,14 @@ impl liveupdate::FileHandler for Handler {
         let Some(core) = vfio_pci_of(file) else {
             return;
         };
-        let _set = core.lock();
+        let set = core.lock();
         let pdev = core.pci();
         let master = state.master.load(Relaxed);
         pdev.set_bus_master(master);
+        set.unfreeze_user_access();
         dev_info!(
             pdev.as_ref(),
-            "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before\n",
+            "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before, user access back\n",
             match reset {
                 Some(Err(_)) => "failed",
                 _ => "done and config restored",

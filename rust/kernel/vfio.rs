@@ -245,6 +245,21 @@ impl PciCoreGuard<'_> {
             _ => IrqMode::None,
         }
     }
+
+    /// Blocks user access to the device before a live update resets it: zaps the BAR mmaps,
+    /// revokes the dma-bufs, and makes the device's ioctls, reads, writes and mmaps fail with
+    /// `EIO` until [`PciCoreGuard::unfreeze_user_access`].
+    pub fn freeze_user_access(&self) {
+        // SAFETY: The device is valid and, by the type invariants, its set lock is held, as the
+        // function requires.
+        unsafe { bindings::vfio_pci_core_lu_freeze(self.0.as_raw()) };
+    }
+
+    /// Gives user access back after [`PciCoreGuard::freeze_user_access`] (a cancelled kexec).
+    pub fn unfreeze_user_access(&self) {
+        // SAFETY: As in `freeze_user_access`.
+        unsafe { bindings::vfio_pci_core_lu_unfreeze(self.0.as_raw()) };
+    }
 }
 
 impl Drop for PciCoreGuard<'_> {

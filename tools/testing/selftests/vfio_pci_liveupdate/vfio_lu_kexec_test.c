@@ -8,8 +8,9 @@
  *                             a kexec with interrupts enabled on the last device is
  *                             refused, the system keeps running, and the first
  *                             device, frozen and reset before the refusal, is
- *                             unfrozen and works as before; a child holds the
- *                             session for the real kexec (interrupts off)
+ *                             unfrozen and works as before; while it was frozen,
+ *                             its fd gave EIO and its BAR mmap SIGBUS; a child
+ *                             holds the session for the real kexec (interrupts off)
  *   vfio_lu_kexec_test -s 2   finish fails before retrieve; retrieve gives a
  *                             file per token, for the device stage 1 saw;
  *                             finish fails before bind; bind, GET_INFO and
@@ -17,6 +18,10 @@
  *                             works; the module unloads afterwards
  */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -133,6 +138,86 @@ static int bus_master(int fd)
 	return ret ? ret : !!(cmd & PCI_COMMAND_MASTER);
 }
 
+/* A thread's way back from a SIGBUS on a BAR mmap. */
+static __thread sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Read a BAR mmap; false if the access faults with SIGBUS. */
+static bool bar_readable(uint32_t *bar)
+{
+	if (sigsetjmp(bus_jmp, 1))
+		return false;
+	/* One real load, which the compiler may not drop. */
+	(void)__atomic_load_n(bar, __ATOMIC_RELAXED);
+	return true;
+}
+
+/*
+ * What a VMM thread sees of a device while a live update has it frozen: a
+ * thread polls the device fd during the reboot call until an ioctl fails with
+ * EIO, then tries every other way in at once (the freeze lasts at least the
+ * reset, 100 ms or more).
+ */
+struct frozen_watch {
+	int fd;
+	off_t cfg_off, bar_off;		/* region offsets, read before the freeze */
+	uint32_t *bar;			/* a mmap of that BAR, made before the freeze */
+	atomic_bool stop;
+	bool seen;			/* an ioctl failed with EIO */
+	int ioctl_err, read_err, write_err, mmap_err;
+	bool bar_sigbus;
+};
+
+static void *watch_frozen(void *arg)
+{
+	struct frozen_watch *w = arg;
+	struct vfio_device_info info = { .argsz = sizeof(info) };
+	uint16_t cmd = 0;
+	void *map;
+
+	while (!atomic_load(&w->stop)) {
+		if (!ioctl(w->fd, VFIO_DEVICE_GET_INFO, &info) || errno != EIO)
+			continue;
+		w->seen = true;
+		w->ioctl_err = errno;
+		w->read_err = pread(w->fd, &cmd, sizeof(cmd), w->cfg_off + PCI_COMMAND) < 0 ?
+			      errno : 0;
+		w->write_err = pwrite(w->fd, &cmd, sizeof(cmd), w->cfg_off + PCI_COMMAND) < 0 ?
+			       errno : 0;
+		map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, w->fd, w->bar_off);
+		w->mmap_err = map == MAP_FAILED ? errno : 0;
+		if (map != MAP_FAILED)
+			munmap(map, 4096);
+		w->bar_sigbus = w->bar && !bar_readable(w->bar);
+		break;
+	}
+	return NULL;
+}
+
+/* Map the first BAR of the device that can be mapped; its offset in *@off. */
+static uint32_t *map_bar(int fd, off_t *off)
+{
+	struct vfio_region_info reg = { .argsz = sizeof(reg) };
+	void *map;
+
+	for (reg.index = VFIO_PCI_BAR0_REGION_INDEX; reg.index <= VFIO_PCI_BAR5_REGION_INDEX;
+	     reg.index++) {
+		if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &reg) ||
+		    !(reg.flags & VFIO_REGION_INFO_FLAG_MMAP) || reg.size < 4096)
+			continue;
+		map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, reg.offset);
+		if (map == MAP_FAILED)
+			continue;
+		*off = reg.offset;
+		return map;
+	}
+	return NULL;
+}
+
 /*
  * A kexec refused by a later file's freeze cancels the freezes already done
  * (LUO freezes a session's files in the order they were preserved): the
@@ -145,15 +230,42 @@ static void refusal_unfreezes_earlier_device(int fd, int last_fd, const char *bd
 	struct vfio_region_info reg = {
 		.argsz = sizeof(reg), .index = VFIO_PCI_BAR0_REGION_INDEX,
 	};
+	struct vfio_region_info cfg = {
+		.argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX,
+	};
 	int reset_log = vfio_lu_kmsg_open(), unfreeze_log = vfio_lu_kmsg_open();
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	struct frozen_watch w = { .fd = fd };
 	uint16_t vendor = 0, device = 0;
 	char needle[128];
+	pthread_t thread;
 	int ret;
 
 	ret = set_bus_master(fd, true);
 	ksft_test_result(!ret && bus_master(fd) == 1, "stage1_vmm_enables_bus_master %s (%s)\n",
 			 bdf, strerror(-ret));
+	sigaction(SIGBUS, &sa, NULL);
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &cfg))
+		ksft_exit_fail_msg("%s: config region info: %s\n", bdf, strerror(errno));
+	w.cfg_off = cfg.offset;
+	w.bar = map_bar(fd, &w.bar_off);
+	if (!w.bar || !bar_readable(w.bar))
+		ksft_exit_fail_msg("%s: no BAR that can be mapped and read\n", bdf);
+	ret = pthread_create(&thread, NULL, watch_frozen, &w);
+	if (ret)
+		ksft_exit_fail_msg("pthread_create: %s\n", strerror(ret));
 	kexec_refused_with_interrupts_on(last_fd, last_bdf);
+	atomic_store(&w.stop, true);
+	pthread_join(thread, NULL);
+
+	ksft_test_result(w.seen && w.ioctl_err == EIO, "stage1_frozen_ioctl_eio %s\n", bdf);
+	ksft_test_result(w.seen && w.read_err == EIO, "stage1_frozen_read_eio %s (%s)\n", bdf,
+			 strerror(w.read_err));
+	ksft_test_result(w.seen && w.write_err == EIO, "stage1_frozen_write_eio %s (%s)\n", bdf,
+			 strerror(w.write_err));
+	ksft_test_result(w.seen && w.mmap_err == EIO, "stage1_frozen_mmap_eio %s (%s)\n", bdf,
+			 strerror(w.mmap_err));
+	ksft_test_result(w.seen && w.bar_sigbus, "stage1_frozen_bar_mmap_sigbus %s\n", bdf);
 
 	snprintf(needle, sizeof(needle), "%s: live update: reset done in", bdf);
 	ksft_test_result(reset_log >= 0 && vfio_lu_kmsg_has(reset_log, needle),
@@ -170,6 +282,8 @@ static void refusal_unfreezes_earlier_device(int fd, int last_fd, const char *bd
 			 bdf, strerror(-ret));
 	ret = ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &reg) ? -errno : 0;
 	ksft_test_result(!ret, "stage1_unfrozen_region_info %s (%s)\n", bdf, strerror(-ret));
+	ksft_test_result(bar_readable(w.bar), "stage1_unfrozen_bar_mmap_works %s\n", bdf);
+	munmap(w.bar, 4096);
 	if (reset_log >= 0)
 		close(reset_log);
 	if (unfreeze_log >= 0)
@@ -193,7 +307,7 @@ static int stage1(void)
 	find_devices();
 	if (ndevs < 2)
 		ksft_exit_fail_msg("the refusal test needs two devices, found %d\n", ndevs);
-	ksft_set_plan(14 + ndevs);
+	ksft_set_plan(20 + ndevs);
 
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (luo < 0)
