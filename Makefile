@@ -3,7 +3,8 @@
 # The project's two commands (see README.md):
 #   make run    build the kernel with our module, boot QEMU with emulated PCI
 #               devices, live-update (kexec) them, print what happened
-#   make test   the same build, then every test; ends with "N passed, N failed"
+#   make test   the same kernel with debug checks (KASAN, lockdep, kmemleak),
+#               then every test; ends with "N passed, N failed"
 #
 # Both install what is missing first (scripts/setup.sh) and rebuild only what
 # changed (the kernel tree and objects stay in build/).
@@ -13,8 +14,11 @@
 run: kernel
 	@scripts/vmtest.sh --mode demo --name run
 
-test: kernel
-	@scripts/test.sh
+# The tests run on the debug kernel (KASAN, lockdep, kmemleak, ...: config.debug
+# in the selftests), built in build/obj-debug; run and bench use build/obj.
+test: setup
+	@VFIO_LU_KERNEL=debug scripts/kernel.sh
+	@VFIO_LU_KERNEL=debug scripts/test.sh
 
 # Benchmark (not a test): every phase of a live update for 1, 4, 8 and 16
 # devices, parallel and serial resets; table and plot in docs/bench/.

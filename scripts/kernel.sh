@@ -93,13 +93,12 @@ printf '%s\n' "$new_list" > "$BUILD/overlay.list"
 log "overlay: $copied file(s) updated"
 
 # --- 4. config ----------------------------------------------------------------
-FRAGMENT=$SELFTESTS/config
-# Re-run olddefconfig when the fragment, our Kconfig or the patches changed.
-want=$(cat "$FRAGMENT" "$PROJECT/Kconfig" "$KSRC/.git/vfio-lu-patches" | sha256sum | cut -d' ' -f1)
+# Re-run olddefconfig when a fragment, our Kconfig or the patches changed.
+want=$(cat "${FRAGMENTS[@]}" "$PROJECT/Kconfig" "$KSRC/.git/vfio-lu-patches" | sha256sum | cut -d' ' -f1)
 have=$(cat "$KOBJ/.vfio-lu-config" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -f "$KOBJ/.config" ]; then
-	log "configuring from $(realpath --relative-to="$PROJECT" "$FRAGMENT")"
-	grep -E '^CONFIG_' "$FRAGMENT" > "$KOBJ/.config"
+	log "configuring the $KFLAVOUR kernel from $(for f in "${FRAGMENTS[@]}"; do realpath --relative-to="$PROJECT" "$f"; done | paste -sd' ')"
+	cat "${FRAGMENTS[@]}" | grep -E '^(CONFIG_|# CONFIG_.* is not set)' > "$KOBJ/.config"
 	kmake -s olddefconfig > "$LOGS/kconfig.log" 2>&1 || { cat "$LOGS/kconfig.log"; die "olddefconfig failed"; }
 	echo "$want" > "$KOBJ/.vfio-lu-config"
 fi
@@ -114,12 +113,12 @@ while read -r line; do
 	CONFIG_*)
 		grep -qxF "$line" "$KOBJ/.config" || { log "config: requested '$line' but got '$(grep -E "^(# )?${line%%=*}[= ]" "$KOBJ/.config" || echo unset)'"; bad=1; } ;;
 	esac
-done < <(grep -E '^(CONFIG_|# CONFIG_)' "$FRAGMENT")
+done < <(cat "${FRAGMENTS[@]}" | grep -E '^(CONFIG_|# CONFIG_)')
 [ "$bad" = 0 ] || die "kernel config is missing requested options (see above)"
 
 # --- 5. build -----------------------------------------------------------------
 rustavail=$(kmake -s rustavailable 2>&1) || die "Rust is not available for the kernel build: $rustavail"
-log "building bzImage + modules (-j$JOBS), log: $LOGS/kbuild.log"
+log "building the $KFLAVOUR kernel: bzImage + modules (-j$JOBS) in $(basename "$KOBJ"), log: $LOGS/kbuild.log"
 t0=$(date +%s)
 if ! kmake bzImage modules > "$LOGS/kbuild.log" 2>&1; then
 	grep -E 'error|Error' "$LOGS/kbuild.log" | head -40 >&2
@@ -128,7 +127,7 @@ fi
 kmake -s headers_install >> "$LOGS/kbuild.log" 2>&1 || die "headers_install failed"
 # Our code builds without warnings (rustc, clippy, C): a warning that names a
 # file of the project fails the build step.
-ours='drivers/vfio/pci/liveupdate/|include/linux/kho/abi/vfio_pci|rust/kernel/(liveupdate|kho|vfio|pci/state)|rust/helpers/(kho|pci_state)|drivers/vfio/(vfio_main|device_cdev)\.c|kernel/liveupdate/luo_(core|file)\.c'
+ours='drivers/vfio/pci/liveupdate/|include/linux/kho/abi/vfio_pci|rust/kernel/(liveupdate|kho|vfio|reboot|pci/state)|rust/helpers/(kho|pci_state)|drivers/vfio/(vfio_main|device_cdev)\.c|drivers/vfio/pci/vfio_pci_(core|config)\.c|kernel/liveupdate/luo_(core|file)\.c'
 if grep -B2 -A6 -E '^(warning|error)(\[|:)' "$LOGS/kbuild.log" | grep -qE -- "--> .*($ours)" ||
    grep -qE "($ours).*: warning:" "$LOGS/kbuild.log"; then
 	grep -B2 -A12 -E '^(warning|error)(\[|:)|: warning:' "$LOGS/kbuild.log" | head -60 >&2

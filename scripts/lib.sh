@@ -4,9 +4,19 @@
 PROJECT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${VFIO_LU_BUILD:-$PROJECT/build}
 KSRC=$BUILD/linux          # kernel source: pristine 7.3 + patches + overlay (a git tree)
-KOBJ=$BUILD/obj            # kernel objects (O=)
+# Which kernel: "release" (make run, make bench; objects in build/obj) or
+# "debug" (make test: KASAN, lockdep, kmemleak...; objects in build/obj-debug,
+# config fragment config + config.debug). VFIO_LU_KERNEL selects it.
+KFLAVOUR=${VFIO_LU_KERNEL:-release}
+case "$KFLAVOUR" in
+release) KOBJ=$BUILD/obj ;;        # kernel objects (O=)
+debug)   KOBJ=$BUILD/obj-debug ;;
+*) printf 'VFIO_LU_KERNEL must be release or debug, not %s\n' "$KFLAVOUR" >&2; exit 1 ;;
+esac
 LOGS=$BUILD/logs
 SELFTESTS=$PROJECT/tools/testing/selftests/vfio_pci_liveupdate
+FRAGMENTS=("$SELFTESTS/config")
+[ "$KFLAVOUR" = debug ] && FRAGMENTS+=("$SELFTESTS/config.debug")
 KDIR_DRIVER=drivers/vfio/pci/liveupdate   # where src/, Kbuild, Kconfig land in the tree
 JOBS=${JOBS:-$(nproc)}
 

@@ -23,7 +23,12 @@ LOG_TAG=vmtest
 
 MODE=test
 DEVICES="virtio-net-pci igb edu"
+# The fault injection test's own devices (test mode): one per case of
+# vfio_lu_fault_test, a device type the other tests do not use.
+FAULT_DEVICES=default
+# The debug kernel boots and runs about 30 times slower under TCG.
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
+[ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
 NAME=
 APPEND=
 ACCEL="-accel tcg -cpu max"
@@ -31,6 +36,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--mode) MODE=$2; shift 2 ;;
 	--devices) DEVICES=$2; shift 2 ;;
+	--fault-devices) FAULT_DEVICES=$2; shift 2 ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
@@ -39,6 +45,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 NAME=${NAME:-$MODE}
+if [ "$FAULT_DEVICES" = default ]; then
+	FAULT_DEVICES=
+	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7)
+fi
 build_lock
 
 [ -f "$KOBJ/arch/x86/boot/bzImage" ] || die "no kernel: run scripts/kernel.sh first"
@@ -115,24 +125,38 @@ qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
       -nodefaults -nographic -no-reboot
       -device intel-iommu,intremap=on,caching-mode=on)
 ids=()
+fault_ids=()
 i=0
-for dev in $DEVICES; do
+add_device() {	# $1 = type; the vendor:device goes to the array named $2
+	local -n out=$2
 	i=$((i + 1))
 	qemu+=(-device "pcie-root-port,id=rp$i,chassis=$i,slot=$i")
-	case "$dev" in
-	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); ids+=(1af4:1041) ;;
-	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); ids+=(8086:10c9) ;;
-	edu)            qemu+=(-device "edu,bus=rp$i"); ids+=(1234:11e8) ;;
-	*) die "unknown device type '$dev' (known: virtio-net-pci igb edu)" ;;
+	case "$1" in
+	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); out+=(1af4:1041) ;;
+	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
+	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
+	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci igb edu)" ;;
 	esac
-done
-cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")${APPEND:+ $APPEND}"
+}
+for dev in $DEVICES; do add_device "$dev" ids; done
+for dev in $FAULT_DEVICES; do add_device "$dev" fault_ids; done
+cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
+[ ${#fault_ids[@]} = 0 ] || cmdline+=" vfio_lu_fault_devs=$(IFS=,; echo "${fault_ids[*]}")"
+# KHO's default scratch size (twice the memblock reservations) does not fit in
+# 2 GiB with KASAN's shadow reserved: ask for sizes that hold the next
+# kernel's early allocations, shadow included.
+# no5lvl: with 5-level paging (-cpu max has LA57), KASAN reports a
+# wild-memory-access in rcu_is_watching() from an interrupt that lands in
+# identify_cpu() during early boot, in 7.3 code that is not ours.
+[ "$KFLAVOUR" = debug ] && cmdline+=" kho_scratch=64M,512M,64M no5lvl"
+cmdline+="${APPEND:+ $APPEND}"
 qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
        -kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$GUEST/initrd-stage1.cpio"
        -append "$cmdline")
 printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
 
-log "booting QEMU ($i device(s): $DEVICES), timeout ${TIMEOUT}s, logs: $RUN"
+log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
 for attempt in 1 2; do
 	t0=$(date +%s.%N)
 	set +e

@@ -22,7 +22,7 @@
 use kernel::{
     fs::File,
     liveupdate::{self, RetrieveStatus},
-    pci::PowerState,
+    pci::{self, PowerState},
     prelude::*,
     reboot,
     sync::{
@@ -34,6 +34,8 @@ use kernel::{
 };
 
 mod abi;
+#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+mod fault;
 mod reset;
 
 use abi::{Identity, Location};
@@ -68,6 +70,37 @@ const RETRIEVED_FILE_NAME: &CStr = c"[vfio-device-liveupdate]";
 /// The vfio-pci device behind a file this handler accepts.
 pub(crate) fn vfio_pci_of(file: &File) -> Option<&vfio::PciCoreDevice> {
     vfio::Device::from_cdev_file(file)?.as_vfio_pci()
+}
+
+/// Logs why retrieve found no vfio-pci device at `location`.
+fn log_not_vfio_pci(location: &Location) {
+    let Some(pdev) = pci::Device::find(location.domain, location.bus, location.devfn) else {
+        pr_err!(
+            "{}: live update: retrieve: no PCI device at this address\n",
+            location
+        );
+        return;
+    };
+    let dev = pdev.as_ref();
+    match pdev.driver_name() {
+        Ok(None) => dev_err!(
+            dev,
+            "live update: retrieve: the device is not bound to a driver; bind it to vfio-pci (driver_override) before retrieving\n"
+        ),
+        Ok(Some(name)) if name.to_bytes() != b"vfio-pci" => dev_err!(
+            dev,
+            "live update: retrieve: the device is bound to {}, not vfio-pci; bind it to vfio-pci before retrieving\n",
+            name.to_str().unwrap_or("?")
+        ),
+        Ok(Some(_)) => dev_err!(
+            dev,
+            "live update: retrieve: the device is bound to vfio-pci but not registered with VFIO (yet)\n"
+        ),
+        Err(_) => dev_err!(
+            dev,
+            "live update: retrieve: no vfio-pci device here, and a driver is being bound or unbound\n"
+        ),
+    }
 }
 
 /// The LUO file handler for vfio-pci device files.
@@ -113,6 +146,8 @@ impl liveupdate::FileHandler for Handler {
         let identity = Identity::of(pdev);
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
+        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+        fault::corrupt(data);
         Ok(FileState {
             master: Atomic::new(false),
         })
@@ -240,10 +275,7 @@ impl liveupdate::FileHandler for Handler {
         let location = decoded.location;
 
         let Some(vdev) = vfio::Device::find_by_pci(|pdev| Location::of(pdev) == location) else {
-            pr_err!(
-                "{}: live update: retrieve: no such device bound to vfio-pci; bind it (driver_override) before retrieving\n",
-                location
-            );
+            log_not_vfio_pci(&location);
             return Err(ENODEV);
         };
         let Some(core) = vdev.as_vfio_pci() else {
@@ -318,6 +350,10 @@ struct VfioPciLiveUpdate {
     reset_waiter: reboot::Registration<reset::ResetWaiter>,
     #[pin]
     handler: liveupdate::Registration<Handler>,
+    /// The test builds' fault injection knobs in debugfs.
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    #[pin]
+    fault: fault::Knobs,
 }
 
 impl kernel::InPlaceModule for VfioPciLiveUpdate {
@@ -333,6 +369,8 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             // Early in the chain: the resets are waited for before other notifiers run.
             reset_waiter <- reboot::Registration::register(i32::MAX),
             handler <- liveupdate::Registration::register(),
+            #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+            fault <- fault::Knobs::new(),
         })
         .pin_chain(|_| {
             pr_info!(

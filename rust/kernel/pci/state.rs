@@ -5,7 +5,15 @@
 //! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
 
 use super::{Device, Vendor};
-use crate::{bindings, error::to_result, prelude::*};
+use crate::{
+    bindings,
+    error::to_result,
+    ffi::c_int,
+    prelude::*,
+    str::CString,
+    sync::aref::ARef, //
+};
+use core::ptr::NonNull;
 
 /// PCI power state of a function (`pci_power_t`), as the PCI core last recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +124,36 @@ impl Device {
             // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
             unsafe { bindings::pci_clear_master(self.as_raw()) };
         }
+    }
+
+    /// Looks up the PCI function at `domain`, `bus` and `devfn`, if the PCI core knows one.
+    pub fn find(domain: u32, bus: u8, devfn: u8) -> Option<ARef<Device>> {
+        // CAST: PCI segment numbers fit in an `int`, which `pci_domain_nr()` returns.
+        let domain = domain as c_int;
+        // SAFETY: Any numbers may be looked up; a non-null result carries a reference for us.
+        let pdev =
+            unsafe { bindings::pci_get_domain_bus_and_slot(domain, bus.into(), devfn.into()) };
+        // SAFETY: A non-null `pdev` is a valid `struct pci_dev`, and we own the reference that
+        // `pci_get_domain_bus_and_slot()` took on it.
+        NonNull::new(pdev).map(|p| unsafe { ARef::from_raw(p.cast()) })
+    }
+
+    /// Returns a copy of the name of the driver bound to the function, or [`None`] if there is
+    /// none, read under the device lock; [`EBUSY`] if someone else holds that lock.
+    pub fn driver_name(&self) -> Result<Option<CString>> {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+        if unsafe { bindings::pci_dev_trylock(self.as_raw()) } == 0 {
+            return Err(EBUSY);
+        }
+        // SAFETY: The device lock is held: the driver stays bound, and its name valid, until the
+        // unlock below.
+        let name = unsafe {
+            let drv = (*self.as_raw()).dev.driver;
+            (!drv.is_null()).then(|| CString::try_from(CStr::from_char_ptr((*drv).name)))
+        };
+        // SAFETY: Locked above.
+        unsafe { bindings::pci_dev_unlock(self.as_raw()) };
+        Ok(name.transpose()?)
     }
 
     /// Returns the bridge directly upstream of this function, if any.

@@ -124,15 +124,18 @@ static void load_module(void)
 }
 
 /* driver_override + drivers_probe, as a VMM's set-up script would do. */
-static void bind_devices(void)
+/* Bind the devices of kernel parameter @key to vfio-pci. */
+static void bind_devices(const char *key)
 {
 	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
 	char path[PATH_MAX], drv[64];
 	int n, i, ret;
 
-	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	n = vfio_lu_find_devs_of(key, devs, VFIO_LU_MAX_DEVS);
+	if (n == -ENOENT && strcmp(key, "vfio_lu_devs"))
+		return;		/* no fault injection devices in this run */
 	if (n < 0) {
-		say("no devices to bind: %s", strerror(-n));
+		say("no devices to bind (%s): %s", key, strerror(-n));
 		return;
 	}
 	for (i = 0; i < n; i++) {
@@ -270,7 +273,8 @@ int main(void)
 	say("stage %d: init", stage);
 
 	load_module();
-	bind_devices();
+	bind_devices("vfio_lu_devs");
+	bind_devices("vfio_lu_fault_devs");
 
 	if (stage == 1) {
 		ret = kexec_load_next();

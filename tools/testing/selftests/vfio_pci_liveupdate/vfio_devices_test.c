@@ -28,7 +28,7 @@ TEST(devices_bound_to_vfio_pci)
 	int nids, n, i;
 	char drv[64];
 
-	nids = vfio_lu_wanted_ids(ids, VFIO_LU_MAX_DEVS);
+	nids = vfio_lu_wanted_ids("vfio_lu_devs", ids, VFIO_LU_MAX_DEVS);
 	ASSERT_LT(0, nids) TH_LOG("no vfio_lu_devs= on the kernel command line");
 	n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
 	ASSERT_EQ(nids, n) TH_LOG("expected %d emulated devices, found %d", nids, n);

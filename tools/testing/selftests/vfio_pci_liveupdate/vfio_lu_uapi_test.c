@@ -41,33 +41,9 @@ FIXTURE_TEARDOWN(luo)
 	close(self->luo);
 }
 
-/* An open cdev file of @bdf, bound to @iommufd, or -errno. */
-static int bound_cdev(const char *bdf, int iommufd)
-{
-	int fd = vfio_lu_open_cdev(bdf), ret;
-
-	if (fd < 0)
-		return fd;
-	ret = vfio_lu_bind(fd, iommufd);
-	if (ret) {
-		close(fd);
-		return ret;
-	}
-	return fd;
-}
-
-static int module_refcnt(void)
-{
-	char buf[16];
-
-	if (vfio_lu_read_file("/sys/module/" VFIO_LU_MODULE "/refcnt", buf, sizeof(buf)))
-		return -1;
-	return atoi(buf);
-}
-
 TEST_F(luo, preserve_cdev_fd)
 {
-	int fd = bound_cdev(self->dev.bdf, self->iommufd);
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd);
 
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
@@ -77,15 +53,15 @@ TEST_F(luo, preserve_cdev_fd)
 /* LUO holds the handler's module for every preserved file, and only then. */
 TEST_F(luo, module_pinned_only_while_preserved)
 {
-	int fd = bound_cdev(self->dev.bdf, self->iommufd), before = module_refcnt();
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), before = vfio_lu_module_refcnt();
 
 	ASSERT_LE(0, fd);
 	ASSERT_LE(0, before);
 	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
-	EXPECT_EQ(before + 1, module_refcnt());
+	EXPECT_EQ(before + 1, vfio_lu_module_refcnt());
 	close(self->session);
 	self->session = -1;
-	EXPECT_EQ(before, module_refcnt());
+	EXPECT_EQ(before, vfio_lu_module_refcnt());
 	close(fd);
 }
 
@@ -141,7 +117,7 @@ TEST_F(luo, non_vfio_fd_refused)
 
 TEST_F(luo, same_fd_twice_refused)
 {
-	int fd = bound_cdev(self->dev.bdf, self->iommufd), fd2;
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2;
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
@@ -157,7 +133,7 @@ TEST_F(luo, same_fd_twice_refused)
 
 TEST_F(luo, closing_the_session_unpreserves)
 {
-	int fd = bound_cdev(self->dev.bdf, self->iommufd), session2;
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), session2;
 
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));

@@ -113,15 +113,17 @@ static inline int vfio_lu_stage(void)
 }
 
 /*
- * Vendor:device pairs the host asked for, one per emulated device.
- * Returns how many, or a negative errno.
+ * Vendor:device pairs the host asked for in kernel parameter @key
+ * (vfio_lu_devs: the tests' devices, one per emulated device;
+ * vfio_lu_fault_devs: the fault injection test's). Returns how many, or a
+ * negative errno.
  */
-static inline int vfio_lu_wanted_ids(unsigned int ids[][2], int max)
+static inline int vfio_lu_wanted_ids(const char *key, unsigned int ids[][2], int max)
 {
 	char val[1024], *tok, *save;
 	int n = 0, ret;
 
-	ret = vfio_lu_cmdline("vfio_lu_devs", val, sizeof(val));
+	ret = vfio_lu_cmdline(key, val, sizeof(val));
 	if (ret)
 		return ret;
 	for (tok = strtok_r(val, ",", &save); tok && n < max;
@@ -154,17 +156,17 @@ static inline int vfio_lu_bdf_cmp(const void *a, const void *b)
 }
 
 /*
- * The PCI devices whose vendor:device is one of those the host asked for,
- * sorted by BDF. Returns how many, or a negative errno.
+ * The PCI devices whose vendor:device is one of those the host asked for in
+ * kernel parameter @key, sorted by BDF. Returns how many, or a negative errno.
  */
-static inline int vfio_lu_find_devs(struct vfio_lu_dev *devs, int max)
+static inline int vfio_lu_find_devs_of(const char *key, struct vfio_lu_dev *devs, int max)
 {
 	unsigned int ids[VFIO_LU_MAX_DEVS][2];
 	int nids, n = 0, i;
 	struct dirent *de;
 	DIR *dir;
 
-	nids = vfio_lu_wanted_ids(ids, VFIO_LU_MAX_DEVS);
+	nids = vfio_lu_wanted_ids(key, ids, VFIO_LU_MAX_DEVS);
 	if (nids < 0)
 		return nids;
 	dir = opendir(PCI_DEVICES);
@@ -189,6 +191,12 @@ static inline int vfio_lu_find_devs(struct vfio_lu_dev *devs, int max)
 	closedir(dir);
 	qsort(devs, n, sizeof(*devs), vfio_lu_bdf_cmp);
 	return n;
+}
+
+/* The tests' devices (vfio_lu_devs), sorted by BDF. */
+static inline int vfio_lu_find_devs(struct vfio_lu_dev *devs, int max)
+{
+	return vfio_lu_find_devs_of("vfio_lu_devs", devs, max);
 }
 
 /* Name of the driver bound to @bdf into @drv ("" if none). */
@@ -297,6 +305,31 @@ static inline int vfio_lu_bind(int devfd, int iommufd)
 	};
 
 	return ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind) ? -errno : 0;
+}
+
+/* An open cdev file of @bdf, bound to @iommufd, or -errno. */
+static inline int vfio_lu_bound_cdev(const char *bdf, int iommufd)
+{
+	int fd = vfio_lu_open_cdev(bdf), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = vfio_lu_bind(fd, iommufd);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/* How many references hold our module (LUO takes one per preserved file). */
+static inline int vfio_lu_module_refcnt(void)
+{
+	char buf[16];
+
+	if (vfio_lu_read_file("/sys/module/" VFIO_LU_MODULE "/refcnt", buf, sizeof(buf)))
+		return -1;
+	return atoi(buf);
 }
 
 /* Read @len bytes at @off of the config space through a bound device fd. */

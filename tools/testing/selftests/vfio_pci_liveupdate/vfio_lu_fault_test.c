@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * What the new kernel does with preserved data it cannot use, on the fault
+ * injection test's own devices (vfio_lu_fault_devs=, one per case), with
+ * CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT:
+ *
+ *   vfio_lu_fault_test -s 1   preserve one device per case in one session;
+ *                             for the first five, arm the corruption of its
+ *                             blob (debugfs corrupt_next_preserve) first
+ *   vfio_lu_fault_test -s 2   leave one device unbound and bind one to
+ *                             pci-stub; each retrieve fails with the errno of
+ *                             its case and a log line naming the device, and
+ *                             no oops; the session still finishes, and the
+ *                             handler's finish runs for every file (which
+ *                             frees its preserved blob)
+ */
+#define _GNU_SOURCE
+#include "vfio_lu_util.h"
+#include "kselftest.h"
+
+#define SESSION_NAME	"vfio-lu-faults"
+#define FAULT_TOKEN(i)	(0x6661756c00ULL + (i))
+#define KNOB		"/sys/kernel/debug/vfio_pci_liveupdate/corrupt_next_preserve"
+
+enum setup { CORRUPT, UNBOUND, OTHER_DRIVER };
+
+static const struct fault_case {
+	const char *name;
+	enum setup setup;
+	const char *knob;	/* what to write to KNOB before preserve */
+	int err;		/* what retrieve fails with */
+	const char *log;	/* the log line's text after "<bdf>: " */
+	bool bad_bus;		/* the log names bus 0xff, not the device */
+} cases[] = {
+	{ "bad_magic", CORRUPT, "magic", EBADMSG,
+	  "live update: retrieve: the preserved data is not usable: bad magic" },
+	{ "bad_version", CORRUPT, "version", EPROTONOSUPPORT,
+	  "live update: retrieve: the preserved data is not usable: unknown version" },
+	{ "bad_length", CORRUPT, "length", EMSGSIZE,
+	  "live update: retrieve: the preserved data is not usable: bad length" },
+	{ "wrong_identity", CORRUPT, "identity", ESTALE,
+	  "live update: retrieve: identity mismatch" },
+	{ "no_such_device", CORRUPT, "bdf", ENODEV,
+	  "live update: retrieve: no PCI device at this address", true },
+	{ "not_bound", UNBOUND, NULL, ENODEV,
+	  "live update: retrieve: the device is not bound to a driver" },
+	{ "bound_to_pci_stub", OTHER_DRIVER, NULL, ENODEV,
+	  "live update: retrieve: the device is bound to pci-stub, not vfio-pci" },
+};
+
+#define NCASES	((int)ARRAY_SIZE(cases))
+
+static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+
+static void find_devices(void)
+{
+	int n = vfio_lu_find_devs_of("vfio_lu_fault_devs", devs, VFIO_LU_MAX_DEVS);
+
+	if (n < NCASES)
+		ksft_exit_fail_msg("need %d devices in vfio_lu_fault_devs=, found %d\n", NCASES, n);
+}
+
+static int stage1(void)
+{
+	int luo, session, iommufd, fd, ret, i;
+	char armed[32];
+
+	find_devices();
+	if (access(KNOB, W_OK))
+		ksft_exit_skip("%s: %s (CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT off?)\n", KNOB,
+			       strerror(errno));
+	ksft_set_plan(1 + NCASES);
+
+	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (luo < 0)
+		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+	session = vfio_lu_create_session(luo, SESSION_NAME);
+	ksft_test_result(session >= 0, "stage1_fault_create_session\n");
+	if (session < 0)
+		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
+	close(luo);
+	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (iommufd < 0)
+		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+
+	for (i = 0; i < NCASES; i++) {
+		const char *bdf = devs[i].bdf;
+		bool disarmed = true;
+
+		fd = vfio_lu_bound_cdev(bdf, iommufd);
+		ret = fd < 0 ? fd : 0;
+		if (!ret && cases[i].knob)
+			ret = vfio_lu_write_file(KNOB, cases[i].knob);
+		if (!ret)
+			ret = vfio_lu_preserve(session, fd, FAULT_TOKEN(i));
+		/* The corruption is for one preserve only. */
+		if (!ret && cases[i].knob)
+			disarmed = !vfio_lu_read_file(KNOB, armed, sizeof(armed)) &&
+				   !strncmp(armed, "none", 4);
+		if (!disarmed)
+			ksft_print_msg("%s: the corruption stayed armed after preserve\n", bdf);
+		ksft_test_result(!ret && disarmed, "stage1_fault_preserve_%s %s (%s)\n",
+				 cases[i].name, bdf, strerror(-ret));
+		/* The device fd stays open, as a VMM's would. */
+	}
+	ret = vfio_lu_hold_fds_for_kexec();
+	if (ret < 0)
+		ksft_exit_fail_msg("fork: %s\n", strerror(-ret));
+	ksft_finished();
+}
+
+/* Unbind @bdf from its driver; bind it to @driver unless NULL. */
+static int rebind(const char *bdf, const char *driver)
+{
+	char path[PATH_MAX], drv[64];
+	int ret;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver_override", bdf);
+	ret = vfio_lu_write_file(path, driver ? driver : "none");
+	vfio_lu_driver(bdf, drv, sizeof(drv));
+	if (!ret && drv[0]) {
+		snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver/unbind", bdf);
+		ret = vfio_lu_write_file(path, bdf);
+	}
+	if (!ret && driver)
+		ret = vfio_lu_write_file(PCI_DEVICES "/../drivers_probe", bdf);
+	if (ret)
+		return ret;
+	vfio_lu_driver(bdf, drv, sizeof(drv));
+	return strcmp(drv, driver ? driver : "") ? -ENXIO : 0;
+}
+
+/*
+ * The address the log names for case @i: the device's, or for a "bdf"
+ * corruption the same "dddd:bb:dd.f" on bus ff.
+ */
+static const char *log_address(int i)
+{
+	static char out[sizeof(devs[0].bdf)];
+	const char *bdf = devs[i].bdf;
+
+	if (!cases[i].bad_bus)
+		return bdf;
+	snprintf(out, sizeof(out), "%.5sff%s", bdf, bdf + 7);
+	return out;
+}
+
+static int stage2(void)
+{
+	int luo, session, kmsg, ret, i, logs[NCASES];
+	char needle[256];
+
+	find_devices();
+	ksft_set_plan(4 + 2 * NCASES);
+
+	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	if (luo < 0)
+		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
+	ksft_test_result(session >= 0, "stage2_fault_retrieve_session\n");
+	if (session < 0)
+		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
+	close(luo);
+
+	for (i = 0; i < NCASES; i++) {
+		if (cases[i].setup == UNBOUND) {
+			ret = rebind(devs[i].bdf, NULL);
+			ksft_test_result(!ret, "stage2_fault_unbind %s (%s)\n", devs[i].bdf,
+					 strerror(-ret));
+		} else if (cases[i].setup == OTHER_DRIVER) {
+			ret = rebind(devs[i].bdf, "pci-stub");
+			ksft_test_result(!ret, "stage2_fault_bind_pci_stub %s (%s)\n", devs[i].bdf,
+					 strerror(-ret));
+		}
+	}
+
+	for (i = 0; i < NCASES; i++) {
+		const char *bdf = devs[i].bdf, *got;
+		bool logged;
+
+		kmsg = vfio_lu_kmsg_open();
+		ret = vfio_lu_retrieve(session, FAULT_TOKEN(i));
+		snprintf(needle, sizeof(needle), "%.15s: %s", log_address(i), cases[i].log);
+		logged = kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle);
+		if (!logged)
+			ksft_print_msg("no log line '%s'\n", needle);
+		if (kmsg >= 0)
+			close(kmsg);
+		got = "a file";
+		if (ret >= 0)
+			close(ret);
+		else
+			got = strerrorname_np(-ret);
+		ksft_test_result(ret == -cases[i].err && logged,
+				 "stage2_fault_retrieve_%s_fails_%s %s (got %s)\n", cases[i].name,
+				 strerrorname_np(cases[i].err), bdf, got);
+	}
+
+	/*
+	 * Every file failed: the session finishes, and finish runs for each (a
+	 * log reader per file: reading one consumes the log).
+	 */
+	for (i = 0; i < NCASES; i++)
+		logs[i] = vfio_lu_kmsg_open();
+	ret = vfio_lu_finish(session);
+	ksft_test_result(!ret, "stage2_fault_finish_after_failed_retrieves (%s)\n",
+			 strerror(-ret));
+	for (i = 0; i < NCASES; i++) {
+		snprintf(needle, sizeof(needle), "%.15s: live update: finished (Failed",
+			 log_address(i));
+		ksft_test_result(logs[i] >= 0 && vfio_lu_kmsg_has(logs[i], needle),
+				 "stage2_fault_finish_frees_%s %s\n", cases[i].name, devs[i].bdf);
+		if (logs[i] >= 0)
+			close(logs[i]);
+	}
+	close(session);
+	ksft_finished();
+}
+
+int main(int argc, char **argv)
+{
+	int stage = vfio_lu_stage_arg(argc, argv);
+
+	ksft_print_header();
+	if (stage == 1)
+		return stage1();
+	if (stage == 2)
+		return stage2();
+	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+}
