@@ -7,17 +7,19 @@
 //!
 //! - preserve: the device's segment, bus/device/function and identity go into a KHO blob;
 //! - freeze (inside `reboot(LINUX_REBOOT_CMD_KEXEC)`): refused unless the device's interrupts are
-//!   disabled and it is in D0; then bus mastering is cleared, the device is reset and its saved
-//!   configuration state is restored. The resets of all devices run in parallel and are waited
-//!   for before the kexec (see [`reset`]); module parameter `serial_reset` resets in each freeze;
-//! - unfreeze (the kexec was cancelled after this file's freeze): the reset is waited for and bus
-//!   mastering is set back as it was;
+//!   disabled and it is in D0; then user access to the device is blocked (BAR mmaps zapped, `EIO`
+//!   on the old file), bus mastering is cleared, the device is reset and its saved configuration
+//!   state is restored. The resets of all devices run in parallel and are waited for before the
+//!   kexec (see [`reset`]); module parameter `serial_reset` resets in each freeze;
+//! - unfreeze (the kexec was cancelled after this file's freeze): the reset is waited for, bus
+//!   mastering is set back as it was and user access is given back;
 //! - retrieve (new kernel): the vfio-pci device at the same address, with the same identity, gets
 //!   a new device file, equivalent to opening its cdev;
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
 //!
 //! The module must be loaded before anything opens `/dev/liveupdate` in the new kernel, and the
-//! devices bound to vfio-pci before they are retrieved.
+//! devices bound to vfio-pci before they are retrieved. Test kernels can corrupt preserved blobs on
+//! purpose (`CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT`, see `fault.rs`).
 
 use kernel::{
     fs::File,

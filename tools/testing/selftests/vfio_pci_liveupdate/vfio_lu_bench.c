@@ -67,6 +67,27 @@ static int timed_preserve(int session, int fd, __u64 token, const char *kind)
 	return ret;
 }
 
+/*
+ * New device and memfd sessions from @luo, in *@dsess and *@msess, with the
+ * @ndevs device fds @fds and the memfd @mfd preserved, each timed. 0 or
+ * -errno.
+ */
+static int preserve_in_new_sessions(int luo, const int *fds, int ndevs, int mfd, int *dsess,
+				    int *msess)
+{
+	int ret = 0, i;
+
+	*dsess = vfio_lu_create_session(luo, DEV_SESSION);
+	*msess = vfio_lu_create_session(luo, MEMFD_SESSION);
+	if (*dsess < 0 || *msess < 0)
+		ksft_exit_fail_msg("create sessions: %s\n", strerror(errno));
+	for (i = 0; i < ndevs && !ret; i++)
+		ret = timed_preserve(*dsess, fds[i], DEV_TOKEN(i), "vfio");
+	if (!ret)
+		ret = timed_preserve(*msess, mfd, MEMFD_TOKEN, "memfd");
+	return ret;
+}
+
 static int open_luo(void)
 {
 	int luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
@@ -104,14 +125,7 @@ static int stage1(int reps)
 	/* Warm-up and repetitions: closing a session unpreserves its files. */
 	luo = open_luo();
 	for (r = 0; r < reps && !ret; r++) {
-		dsess = vfio_lu_create_session(luo, DEV_SESSION);
-		msess = vfio_lu_create_session(luo, MEMFD_SESSION);
-		if (dsess < 0 || msess < 0)
-			ksft_exit_fail_msg("create sessions: %s\n", strerror(errno));
-		for (i = 0; i < ndevs && !ret; i++)
-			ret = timed_preserve(dsess, fds[i], DEV_TOKEN(i), "vfio");
-		if (!ret)
-			ret = timed_preserve(msess, mfd, MEMFD_TOKEN, "memfd");
+		ret = preserve_in_new_sessions(luo, fds, ndevs, mfd, &dsess, &msess);
 		close(dsess);
 		close(msess);
 	}
@@ -119,15 +133,8 @@ static int stage1(int reps)
 			 reps, ndevs, strerror(-ret));
 
 	/* For real: the sessions stay open across the kexec. */
-	dsess = vfio_lu_create_session(luo, DEV_SESSION);
-	msess = vfio_lu_create_session(luo, MEMFD_SESSION);
+	ret = preserve_in_new_sessions(luo, fds, ndevs, mfd, &dsess, &msess);
 	close(luo);
-	if (dsess < 0 || msess < 0)
-		ksft_exit_fail_msg("create sessions: %s\n", strerror(errno));
-	for (i = 0; i < ndevs && !ret; i++)
-		ret = timed_preserve(dsess, fds[i], DEV_TOKEN(i), "vfio");
-	if (!ret)
-		ret = timed_preserve(msess, mfd, MEMFD_TOKEN, "memfd");
 	ksft_test_result(!ret, "bench_preserve %d device(s) and a memfd (%s)\n", ndevs,
 			 strerror(-ret));
 	if (ret)
