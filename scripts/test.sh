@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command (after the kernel build): style checks, then the
 # two-stage QEMU test twice, once per reset mode of the module (parallel, the
-# default, and serial). Ends with "N passed, N failed" over all of them and
-# exits non-zero if anything failed.
+# default, and serial), the second also with bind_preserved=1. Ends with
+# "N passed, N failed" over all of them and exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
 . "$(dirname "$0")/lib.sh"
@@ -31,7 +31,9 @@ vm_run() {
 	passed=$((passed + vp)); failed=$((failed + vf)); skipped=$((skipped + vs))
 }
 vm_run test "$@"
-vm_run test-serial --append vfio_pci_liveupdate.serial_reset=1 "$@"
+# The second run also has the new kernel's module bind the preserved devices
+# itself (bind_preserved=1); the first leaves that to init, as userspace.
+vm_run test-serial --append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
 
 if [ "$skipped" -gt 0 ]; then
 	echo "$passed passed, $failed failed, $skipped skipped"

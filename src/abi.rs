@@ -8,7 +8,9 @@ use kernel::{
     fmt, pci,
     prelude::*,
     transmute::AsBytes,
-    vfio::lu_abi::{Ser, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION},
+    vfio::lu_abi::{
+        DevsSer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION,
+    },
 };
 
 /// Where a PCI function sits: segment and bus/device/function.
@@ -196,6 +198,98 @@ pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
     })
 }
 
+/// Why a list of preserved devices was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DevsError {
+    /// Not [`DEVS_MAGIC`].
+    Magic(u32),
+    /// A version this kernel does not know.
+    Version(u16),
+    /// More entries than the list holds.
+    Count(u16),
+}
+
+impl fmt::Display for DevsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Magic(m) => write!(f, "bad magic {m:#010x} (expected {DEVS_MAGIC:#010x})"),
+            Self::Version(v) => {
+                write!(f, "unknown version {v} (this kernel reads {DEVS_VERSION})")
+            }
+            Self::Count(c) => write!(f, "{c} entries (at most {DEVS_MAX})"),
+        }
+    }
+}
+
+/// Initialises a zeroed list of preserved devices.
+pub(crate) fn devs_init(devs: &mut DevsSer) {
+    devs.magic = DEVS_MAGIC;
+    devs.version = DEVS_VERSION;
+    devs.count = 0;
+}
+
+/// The entries in use.
+fn devs_used(devs: &DevsSer) -> &[kernel::vfio::lu_abi::DevSer] {
+    &devs.devs[..usize::from(devs.count).min(DEVS_MAX)]
+}
+
+/// Adds `loc` to the list: [`EBUSY`] if it is there already, [`ENOSPC`] if the list is full.
+pub(crate) fn devs_add(devs: &mut DevsSer, loc: &Location) -> Result {
+    if devs_used(devs)
+        .iter()
+        .any(|d| Location::from_raw(d.domain, d.bdf) == *loc)
+    {
+        return Err(EBUSY);
+    }
+    let n = usize::from(devs.count);
+    if n >= DEVS_MAX {
+        return Err(ENOSPC);
+    }
+    devs.devs[n].domain = loc.domain;
+    devs.devs[n].bdf = loc.bdf();
+    devs.devs[n].reserved = 0;
+    devs.count += 1;
+    Ok(())
+}
+
+/// Removes `loc` from the list, if it is there (the last entry takes its place).
+pub(crate) fn devs_remove(devs: &mut DevsSer, loc: &Location) {
+    let n = usize::from(devs.count).min(DEVS_MAX);
+    let Some(i) = devs.devs[..n]
+        .iter()
+        .position(|d| Location::from_raw(d.domain, d.bdf) == *loc)
+    else {
+        return;
+    };
+    devs.devs[i] = devs.devs[n - 1];
+    devs.devs[n - 1] = Default::default();
+    // CAST: `n - 1 < DEVS_MAX`, which fits in a `u16`.
+    devs.count = (n - 1) as u16;
+}
+
+/// Reads a list written by the previous kernel.
+pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<Location>, DevsError> {
+    let (magic, version, count) = (devs.magic, devs.version, devs.count);
+    if magic != DEVS_MAGIC {
+        return Err(DevsError::Magic(magic));
+    }
+    if version != DEVS_VERSION {
+        return Err(DevsError::Version(version));
+    }
+    if usize::from(count) > DEVS_MAX {
+        return Err(DevsError::Count(count));
+    }
+    let mut out = KVec::new();
+    for d in devs_used(devs) {
+        let loc = Location::from_raw(d.domain, d.bdf);
+        // The writer keeps the entries unique; a duplicate would only repeat a location.
+        if !out.contains(&loc) && out.push(loc, GFP_KERNEL).is_err() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 #[kunit_tests(vfio_pci_liveupdate_abi)]
 mod tests {
     use super::*;
@@ -299,6 +393,67 @@ mod tests {
         let mut ser = encoded();
         ser.ext.length = 64;
         assert_eq!(decode(&ser).map(|d| d.identity), Ok(Some(ID)));
+    }
+
+    /// A zeroed list, on the heap (it is a page).
+    fn zeroed_devs() -> KVec<u8> {
+        KVec::from_elem(0u8, size_of::<DevsSer>(), GFP_KERNEL).unwrap()
+    }
+
+    const LOC2: Location = Location {
+        domain: 0,
+        bus: 0x01,
+        devfn: 0x00,
+    };
+
+    #[test]
+    fn device_list_keeps_unique_entries_and_round_trips() {
+        let mut bytes = zeroed_devs();
+        let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
+        devs_init(devs);
+        assert_eq!(devs_add(devs, &LOC), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2), Ok(()));
+        assert_eq!(devs_add(devs, &LOC), Err(EBUSY));
+        let got = devs_decode(devs).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0] == LOC && got[1] == LOC2);
+        devs_remove(devs, &LOC);
+        devs_remove(devs, &LOC);
+        let got = devs_decode(devs).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0] == LOC2);
+        assert_eq!(devs_add(devs, &LOC), Ok(()));
+    }
+
+    #[test]
+    fn device_list_is_bounded() {
+        let mut bytes = zeroed_devs();
+        let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
+        devs_init(devs);
+        for i in 0..DEVS_MAX {
+            let loc = Location {
+                domain: 0,
+                // CAST: `i < 511`: a bus and a devfn.
+                bus: (i >> 8) as u8,
+                devfn: i as u8,
+            };
+            assert_eq!(devs_add(devs, &loc), Ok(()));
+        }
+        assert_eq!(devs_add(devs, &LOC), Err(ENOSPC));
+        assert_eq!(devs_decode(devs).map(|v| v.len()), Ok(DEVS_MAX));
+    }
+
+    #[test]
+    fn damaged_device_list_is_refused() {
+        let mut bytes = zeroed_devs();
+        let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
+        assert_eq!(devs_decode(devs).err(), Some(DevsError::Magic(0)));
+        devs_init(devs);
+        devs.version = 2;
+        assert_eq!(devs_decode(devs).err(), Some(DevsError::Version(2)));
+        devs.version = DEVS_VERSION;
+        devs.count = 512;
+        assert_eq!(devs_decode(devs).err(), Some(DevsError::Count(512)));
     }
 
     #[test]

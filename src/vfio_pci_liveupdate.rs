@@ -5,7 +5,9 @@
 //! A Live Update Orchestrator (LUO) file handler, compatible string `"vfio-pci-v1"`, for VFIO
 //! device files of vfio-pci devices opened through `/dev/vfio/devices/vfioX`:
 //!
-//! - preserve: the device's segment, bus/device/function and identity go into a KHO blob;
+//! - preserve: the device's segment, bus/device/function and identity go into a KHO blob, and the
+//!   device into the handler's list of preserved devices (see [`incoming`]); a device has at most
+//!   one preserved file;
 //! - freeze (inside `reboot(LINUX_REBOOT_CMD_KEXEC)`): refused unless the device's interrupts are
 //!   disabled and it is in D0; then user access to the device is blocked (BAR mmaps zapped, `EIO`
 //!   on the old file), bus mastering is cleared, the device is reset and its saved configuration
@@ -17,8 +19,12 @@
 //!   a new device file, equivalent to opening its cdev;
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
 //!
-//! The module must be loaded before anything opens `/dev/liveupdate` in the new kernel, and the
-//! devices bound to vfio-pci before they are retrieved. Test kernels can corrupt preserved blobs on
+//! In the new kernel, the module reads the list of preserved devices when it loads; until a
+//! device's file is retrieved or finished, nobody else can open the device (`EBUSY`), and with
+//! module parameter `bind_preserved` the module makes vfio-pci its only driver (see [`incoming`]).
+//!
+//! The module must be loaded before anything opens `/dev/liveupdate` or a preserved device in the
+//! new kernel, and the devices bound to vfio-pci before they are retrieved. Test kernels can corrupt preserved blobs on
 //! purpose (`CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT`, see `fault.rs`).
 
 use kernel::{
@@ -38,6 +44,7 @@ use kernel::{
 mod abi;
 #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
 mod fault;
+mod incoming;
 mod reset;
 
 use abi::{Identity, Location};
@@ -53,6 +60,10 @@ module! {
         serial_reset: bool {
             default: false,
             description: "Reset each preserved device in its own freeze, one after another, instead of all at once (for comparison)",
+        },
+        bind_preserved: bool {
+            default: false,
+            description: "After a live update, set driver_override to vfio-pci for the devices the previous kernel preserved and bind them, when the module loads (off: binding is left to userspace)",
         },
     },
 }
@@ -110,6 +121,8 @@ struct Handler;
 
 /// What the outgoing kernel keeps of a preserved file besides its KHO blob.
 struct FileState {
+    /// Where the device is, as it went into the list of preserved devices.
+    location: Location,
     /// Whether bus mastering was on when the freeze cleared it, to set back on unfreeze.
     master: Atomic<bool>,
 }
@@ -146,20 +159,20 @@ impl liveupdate::FileHandler for Handler {
         let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
+        incoming::preserving(pdev, &location)?;
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
         #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
         fault::corrupt(data);
         Ok(FileState {
+            location,
             master: Atomic::new(false),
         })
     }
 
-    fn unpreserve(_file: &File, _state: &FileState, data: &Ser) {
-        pr_info!(
-            "{}: live update: no longer preserved\n",
-            abi::decode_location(data)
-        );
+    fn unpreserve(_file: &File, state: &FileState, _data: &Ser) {
+        incoming::unpreserved(&state.location);
+        pr_info!("{}: live update: no longer preserved\n", state.location);
     }
 
     fn freeze(file: &File, state: &FileState, _data: &mut Ser) -> Result {
@@ -306,6 +319,7 @@ impl liveupdate::FileHandler for Handler {
             ),
         }
         let file = vdev.open_cdev_file(RETRIEVED_FILE_NAME)?;
+        incoming::retrieved(&location);
         dev_info!(dev, "live update: retrieved, {}\n", have);
         Ok(file)
     }
@@ -336,11 +350,9 @@ impl liveupdate::FileHandler for Handler {
     }
 
     fn finish(_file: Option<&File>, data: &Ser, status: RetrieveStatus) {
-        pr_info!(
-            "{}: live update: finished ({:?})\n",
-            abi::decode_location(data),
-            status
-        );
+        let location = abi::decode_location(data);
+        incoming::finished(&location);
+        pr_info!("{}: live update: finished ({:?})\n", location, status);
     }
 }
 
@@ -352,6 +364,9 @@ struct VfioPciLiveUpdate {
     reset_waiter: reboot::Registration<reset::ResetWaiter>,
     #[pin]
     handler: liveupdate::Registration<Handler>,
+    /// Holds off opens of incoming devices until their files are retrieved.
+    #[pin]
+    gate: vfio::OpenGateRegistration<incoming::Gate>,
     /// The test builds' fault injection knobs in debugfs.
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
     #[pin]
@@ -371,10 +386,16 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             // Early in the chain: the resets are waited for before other notifiers run.
             reset_waiter <- reboot::Registration::register(i32::MAX),
             handler <- liveupdate::Registration::register(),
+            gate <- vfio::OpenGateRegistration::register(incoming::Gate),
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
             fault <- fault::Knobs::new(),
         })
-        .pin_chain(|_| {
+        .pin_chain(|this| {
+            this.handler.add_flb(&incoming::DEVICES)?;
+            incoming::load();
+            if module_parameters::bind_preserved.value() {
+                incoming::bind_preserved();
+            }
             pr_info!(
                 "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
                 vfio::lu_abi::COMPATIBLE.to_str().unwrap_or("?"),

@@ -162,9 +162,11 @@ impl<H: FileHandler> VTable<H> {
         let file = unsafe { File::from_raw_file(args.file) };
         from_result(|| {
             let mut data = kho::Preserved::<H::Data>::new()?;
+            // Allocated first: LUO does not call `unpreserve` for a file whose preserve failed.
+            let slot = KBox::<Outgoing<H>>::new_uninit(GFP_KERNEL)?;
             let state = H::preserve(file, &mut data)?;
             let handle = data.handle();
-            let out = KBox::new(Outgoing::<H> { data, state }, GFP_KERNEL)?;
+            let out = slot.write(Outgoing::<H> { data, state });
             args.serialized_data = handle.as_raw();
             args.private_data = out.into_foreign();
             Ok(0)
@@ -278,6 +280,203 @@ impl<H: FileHandler> VTable<H> {
     }
 }
 
+/// Data shared by all the files of a handler, across all sessions: a File-Lifecycle-Bound object
+/// (FLB) of LUO.
+///
+/// In the outgoing kernel the object exists while at least one file of the handler is preserved:
+/// LUO calls [`Flb::preserve`] before the first file's [`FileHandler::preserve`] and drops it
+/// after the last file's [`FileHandler::unpreserve`]. It is a typed KHO blob ([`Flb::Data`]) that
+/// this module allocates, hands over with the files and frees on the abort path; the handler
+/// updates it with [`FlbDef::with_outgoing`]. In the new kernel, the first
+/// [`FlbDef::with_incoming`] makes [`Flb::Incoming`] from the handed-over blob, before any file is
+/// retrieved if need be, and it lives until the last incoming file is finished.
+#[vtable]
+pub trait Flb: Sized + 'static {
+    /// The compatible string that names the data's ABI in both kernels; it must be shorter than
+    /// `LIVEUPDATE_FLB_COMPAT_LENGTH`.
+    const COMPATIBLE: &'static CStr;
+
+    /// What is handed over: a zeroed KHO blob, filled by [`Self::preserve`] and kept up to date.
+    type Data: kho::Blob + Send + Unpin;
+
+    /// The live object of the new kernel, made from the handed-over [`Self::Data`].
+    type Incoming: Send + Sync;
+
+    /// The first file of the handler is being preserved: initialise the zeroed `data`.
+    fn preserve(data: &mut Self::Data) -> Result;
+
+    /// Makes the live object of the new kernel from what the previous kernel handed over; the blob
+    /// is freed after this returns. LUO keeps the result, an error included, and warns when the
+    /// last file is finished after an error: prefer an object that records what was wrong.
+    fn retrieve(data: &Self::Data) -> Result<Self::Incoming>;
+
+    /// The last incoming file of the handler was finished; `obj` is dropped after this.
+    fn finish(_obj: &Self::Incoming) {}
+}
+
+/// The outgoing object of an FLB: its blob, under a lock.
+type FlbOutgoing<F> = crate::sync::Mutex<kho::Preserved<<F as Flb>::Data>>;
+
+struct FlbVTable<F: Flb>(PhantomData<F>);
+
+impl<F: Flb> FlbVTable<F> {
+    const OPS: bindings::liveupdate_flb_ops = bindings::liveupdate_flb_ops {
+        preserve: Some(Self::preserve),
+        unpreserve: Some(Self::unpreserve),
+        retrieve: Some(Self::retrieve),
+        finish: Some(Self::finish),
+        owner: this_module::<F::OwnerModule>().as_ptr(),
+    };
+
+    /// # Safety
+    ///
+    /// `args` is valid and exclusively ours for the duration of the call.
+    unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_flb_op_args) -> c_int {
+        // SAFETY: By the safety requirements, `args` is valid and exclusively ours.
+        let args = unsafe { &mut *args };
+        from_result(|| {
+            let mut data = kho::Preserved::<F::Data>::new()?;
+            F::preserve(&mut data)?;
+            let handle = data.handle();
+            let obj = KBox::pin_init(crate::new_mutex!(data), GFP_KERNEL)?;
+            args.data = handle.as_raw();
+            args.obj = obj.into_foreign();
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid; its `obj` was set by [`Self::preserve`] and LUO forgets it after this.
+    unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_flb_op_args) {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: `obj` came from `into_foreign` in `preserve`; ownership comes back here, once.
+        drop(unsafe { Pin::<KBox<FlbOutgoing<F>>>::from_foreign(args.obj) });
+        // Dropping the blob unpreserves and frees it.
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid; its `data` is what LUO found under this FLB's compatible string in the
+    /// data handed over by the previous kernel.
+    unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_flb_op_args) -> c_int {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: LUO matched the data by the compatible string, so it is the handle of the
+        // `kho::Preserved<F::Data>` that `preserve` made in the previous kernel. LUO calls
+        // `retrieve` at most once per boot for it: it keeps the result while the FLB is
+        // registered, and forgets the handed-over entry once it is consumed, so a reloaded module
+        // does not get it again. Nothing else owns the memory.
+        let data =
+            unsafe { kho::Incoming::<F::Data>::from_handle(kho::Handle::from_raw(args.data)) };
+        from_result(|| {
+            let obj = KBox::new(F::retrieve(&data)?, GFP_KERNEL)?;
+            args.obj = obj.into_foreign();
+            Ok(0)
+        })
+        // Dropping `data` gives the blob back to the page allocator.
+    }
+
+    /// # Safety
+    ///
+    /// `args` is valid; its `obj` was set by [`Self::retrieve`] and LUO forgets it after this.
+    unsafe extern "C" fn finish(args: *mut bindings::liveupdate_flb_op_args) {
+        // SAFETY: By the safety requirements, `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: `obj` came from `into_foreign` in `retrieve`; ownership comes back here, once.
+        let obj = unsafe { KBox::<F::Incoming>::from_foreign(args.obj) };
+        F::finish(&obj);
+    }
+}
+
+/// The definition of an FLB, meant to be a `static` of the module that implements [`Flb`]; link it
+/// to the module's handler with [`Registration::add_flb`].
+///
+/// LUO keeps the FLB's state inside it, so it must stay where it is while the module is loaded.
+///
+/// # Invariants
+///
+/// `inner` holds `FlbVTable::<F>::OPS` and `F::COMPATIBLE`; the rest is LUO's private state.
+#[repr(transparent)]
+pub struct FlbDef<F: Flb> {
+    inner: Opaque<bindings::liveupdate_flb>,
+    _f: PhantomData<F>,
+}
+
+// SAFETY: LUO serialises all access to an FLB's state with its own locks, from any thread.
+unsafe impl<F: Flb> Sync for FlbDef<F> {}
+// SAFETY: See above.
+unsafe impl<F: Flb> Send for FlbDef<F> {}
+
+impl<F: Flb> FlbDef<F> {
+    /// The definition, for a `static`. Fails to build if [`Flb::COMPATIBLE`] is too long.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        // SAFETY: All zeros is a valid `liveupdate_flb`: null ops and an uninitialised private
+        // part, which LUO initialises on first use.
+        let mut flb: bindings::liveupdate_flb = unsafe { core::mem::zeroed() };
+        let compat = F::COMPATIBLE.to_bytes_with_nul();
+        assert!(
+            compat.len() <= flb.compatible.len(),
+            "FLB compatible string too long"
+        );
+        let mut i = 0;
+        while i < compat.len() {
+            // CAST: A byte of a C string.
+            flb.compatible[i] = compat[i] as c_char;
+            i += 1;
+        }
+        flb.ops = &FlbVTable::<F>::OPS;
+        // INVARIANT: The ops and compatible string are set above.
+        Self {
+            inner: Opaque::new(flb),
+            _f: PhantomData,
+        }
+    }
+
+    fn as_raw(&self) -> *mut bindings::liveupdate_flb {
+        self.inner.get()
+    }
+
+    /// Runs `f` on the outgoing blob, under its lock. Fails with [`ENOENT`] when no file of the
+    /// handler is preserved (so there is no blob).
+    pub fn with_outgoing<R>(&self, f: impl FnOnce(&mut F::Data) -> R) -> Result<R> {
+        let mut obj = core::ptr::null_mut();
+        // SAFETY: `self` is a valid FLB definition; `obj` is a valid out pointer.
+        to_result(unsafe { bindings::liveupdate_flb_get_outgoing(self.as_raw(), &mut obj) })?;
+        let ret = {
+            // SAFETY: A non-null `obj` is the object `FlbVTable::preserve` made, and the reference
+            // just taken keeps it from being unpreserved until the put below.
+            let out = unsafe { <Pin<KBox<FlbOutgoing<F>>>>::borrow(obj) };
+            let mut data = out.lock();
+            f(&mut data)
+        };
+        // SAFETY: Paired with the get above.
+        unsafe { bindings::liveupdate_flb_put_outgoing(self.as_raw()) };
+        Ok(ret)
+    }
+
+    /// Runs `f` on the incoming object, made from the handed-over blob on first use. Fails with
+    /// [`ENODATA`] when nothing was handed over or the object is finished, [`ENOENT`] when the
+    /// previous kernel preserved no file of the handler, or with the error of [`Flb::retrieve`].
+    pub fn with_incoming<R>(&self, f: impl FnOnce(&F::Incoming) -> R) -> Result<R> {
+        let mut obj = core::ptr::null_mut();
+        // SAFETY: `self` is a valid FLB definition; `obj` is a valid out pointer.
+        to_result(unsafe { bindings::liveupdate_flb_get_incoming(self.as_raw(), &mut obj) })?;
+        let ret = {
+            // SAFETY: `obj` is the object `FlbVTable::retrieve` made, and the reference just
+            // taken keeps it from being finished until the put below.
+            let inc = unsafe { <KBox<F::Incoming>>::borrow(obj) };
+            f(inc)
+        };
+        // SAFETY: Paired with the get above. If this was the last reference, LUO finishes the
+        // object here, after `f` is done with it.
+        unsafe { bindings::liveupdate_flb_put_incoming(self.as_raw()) };
+        Ok(ret)
+    }
+}
+
 /// A registered LUO file handler.
 ///
 /// Registers on creation and unregisters on drop. LUO takes a reference on the owner module for
@@ -323,6 +522,16 @@ impl<H: FileHandler> Registration<H> {
             }),
             _h: PhantomData,
         })
+    }
+}
+
+impl<H: FileHandler> Registration<H> {
+    /// Links `flb` to this handler: from now on LUO preserves it with the handler's files, and
+    /// the new kernel can get it back. Unregistering the handler unlinks it.
+    pub fn add_flb<F: Flb>(&self, flb: &'static FlbDef<F>) -> Result {
+        // SAFETY: By the type invariants, `inner` is registered; `flb` is a valid definition that
+        // lives as long as the module, which outlives the handler's registration.
+        to_result(unsafe { bindings::liveupdate_register_flb(self.inner.get(), flb.as_raw()) })
     }
 }
 

@@ -9,7 +9,12 @@
 //! C header: [`include/linux/vfio.h`](srctree/include/linux/vfio.h)
 
 use crate::{
-    bindings, device, error::from_err_ptr, fs::File, pci, prelude::*, sync::aref::ARef,
+    bindings, device,
+    error::{from_err_ptr, to_result},
+    fs::File,
+    pci,
+    prelude::*,
+    sync::aref::ARef,
     types::Opaque,
 };
 use core::ptr::NonNull;
@@ -138,6 +143,90 @@ impl Device {
         })?;
         // SAFETY: A new file with one reference, which we own.
         Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) })
+    }
+}
+
+/// A check of every open of a VFIO device by userspace.
+///
+/// Registered with [`OpenGateRegistration`], [`OpenGate::check`] runs for every open of a
+/// registered device through its character device or `VFIO_GROUP_GET_DEVICE_FD`; an error refuses
+/// the open with it. Opens made with [`Device::open_cdev_file`] are not checked.
+pub trait OpenGate: Send + Sync {
+    /// Whether `dev` may be opened. Runs in process context and may sleep; it must not call into
+    /// VFIO.
+    fn check(&self, dev: &Device) -> Result;
+}
+
+/// A registered [`OpenGate`]: registers on creation, unregisters on drop (waiting for the checks
+/// that are running). VFIO takes one gate at a time.
+///
+/// # Invariants
+///
+/// `gate` is registered with VFIO from a successful [`OpenGateRegistration::register`] until drop.
+#[pin_data(PinnedDrop)]
+pub struct OpenGateRegistration<T: OpenGate> {
+    #[pin]
+    gate: Opaque<bindings::vfio_open_gate>,
+    data: T,
+}
+
+// SAFETY: VFIO's gate functions may be called from any thread; `T` is `Send`.
+unsafe impl<T: OpenGate> Send for OpenGateRegistration<T> {}
+// SAFETY: `&OpenGateRegistration` only gives `&T`, and `T` is `Sync`.
+unsafe impl<T: OpenGate> Sync for OpenGateRegistration<T> {}
+
+impl<T: OpenGate> OpenGateRegistration<T> {
+    /// Registers `data` as VFIO's open gate. Fails with [`EBUSY`] if another gate is registered.
+    pub fn register(data: T) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            data,
+            gate <- Opaque::try_ffi_init(|slot: *mut bindings::vfio_open_gate| {
+                // SAFETY: The initializer may write to `slot`.
+                unsafe {
+                    slot.write(bindings::vfio_open_gate {
+                        check: Some(Self::check),
+                    })
+                };
+                // SAFETY: `slot` is initialised and pinned; it is unregistered in `drop` before
+                // its memory goes away, and `data` is initialised before it.
+                // INVARIANT: On success the gate is registered.
+                to_result(unsafe { bindings::vfio_register_open_gate(slot) })
+            }),
+        })
+    }
+
+    /// The gate's data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    /// # Safety
+    ///
+    /// `gate` is the `gate` field of a registered `Self`; `device` is a VFIO device whose
+    /// registration is held for the duration of the call.
+    unsafe extern "C" fn check(
+        gate: *mut bindings::vfio_open_gate,
+        device: *mut bindings::vfio_device,
+    ) -> c_int {
+        // SAFETY: By the safety requirements, `gate` is the `gate` field of a `Self`, which stays
+        // alive while registered; `Opaque<T>` is transparent over `T`.
+        let this = unsafe {
+            &*crate::container_of!(gate.cast::<Opaque<bindings::vfio_open_gate>>(), Self, gate)
+        };
+        // SAFETY: By the safety requirements, the device's registration is held during the call.
+        let dev = unsafe { Device::from_raw(device) };
+        match this.data.check(dev) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
+#[pinned_drop]
+impl<T: OpenGate> PinnedDrop for OpenGateRegistration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants, `gate` is registered.
+        unsafe { bindings::vfio_unregister_open_gate(self.gate.get()) };
     }
 }
 
@@ -286,6 +375,8 @@ pub mod lu_abi {
 
     pub use bindings::{
         vfio_pci_core_device_ser as CoreSer,
+        vfio_pci_lu_dev_ser as DevSer,
+        vfio_pci_lu_devs_ser as DevsSer,
         vfio_pci_lu_ext as Ext,
         vfio_pci_lu_identity as IdentitySer,
         vfio_pci_lu_ser as Ser, //
@@ -297,6 +388,21 @@ pub mod lu_abi {
             Ok(s) => s,
             Err(_) => panic!("VFIO_PCI_LUO_FH_COMPATIBLE is not a C string"),
         };
+    /// The compatible string of the list of preserved devices, `"vfio-pci-devices-v1"`.
+    pub const FLB_COMPATIBLE: &CStr =
+        match CStr::from_bytes_with_nul(bindings::VFIO_PCI_LUO_FLB_COMPATIBLE) {
+            Ok(s) => s,
+            Err(_) => panic!("VFIO_PCI_LUO_FLB_COMPATIBLE is not a C string"),
+        };
+    /// `magic` of the list of preserved devices.
+    pub const DEVS_MAGIC: u32 = bindings::VFIO_PCI_LU_DEVS_MAGIC;
+    /// The list version this kernel writes and reads.
+    // CAST: A small constant.
+    pub const DEVS_VERSION: u16 = bindings::VFIO_PCI_LU_DEVS_VERSION as u16;
+    /// How many devices the list holds.
+    // CAST: A small constant.
+    pub const DEVS_MAX: usize = bindings::VFIO_PCI_LU_DEVS_MAX as usize;
+
     /// `magic` of the extension.
     pub const EXT_MAGIC: u32 = bindings::VFIO_PCI_LU_EXT_MAGIC;
     /// The extension version this kernel writes and reads.
@@ -320,6 +426,16 @@ pub mod lu_abi {
     static_assert!(size_of::<Ext>() == 24);
     static_assert!(size_of::<Ser>() == 30);
     static_assert!(align_of::<Ser>() == 1);
+
+    static_assert!(size_of::<DevSer>() == 8);
+    static_assert!(offset_of!(DevsSer, devs) == 8);
+    static_assert!(size_of::<DevsSer>() == 8 + 8 * DEVS_MAX);
+
+    // SAFETY: `DevsSer` is a packed C struct of integers (and an array of such): every bit
+    // pattern is valid and it has no interior mutability.
+    unsafe impl FromBytes for DevsSer {}
+    // SAFETY: `DevsSer` is a packed C struct of integers: it has no padding bytes.
+    unsafe impl AsBytes for DevsSer {}
 
     // SAFETY: `Ser` is a packed C struct of integers: every bit pattern is valid and it has no
     // interior mutability.

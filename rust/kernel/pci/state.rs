@@ -156,6 +156,26 @@ impl Device {
         Ok(name.transpose()?)
     }
 
+    /// Sets the function's `driver_override`: from now on only the driver called `name` binds to
+    /// it. A driver already bound stays bound.
+    pub fn set_driver_override(&self, name: &CStr) -> Result {
+        let dev = self.as_ref().as_raw();
+        // SAFETY: `dev` is a valid `struct device`; `name` is valid for `len` bytes, and the
+        // function copies it.
+        to_result(unsafe {
+            bindings::__device_set_driver_override(dev, name.as_char_ptr(), name.to_bytes().len())
+        })
+    }
+
+    /// Binds the function to a driver that matches it, if it has none, as a write of its address
+    /// to `/sys/bus/pci/drivers_probe` does. Returns whether a driver is bound afterwards.
+    pub fn attach_driver(&self) -> Result<bool> {
+        // SAFETY: `as_raw` is a valid `struct device`; `device_attach` takes the device lock.
+        let ret = unsafe { bindings::device_attach(self.as_ref().as_raw()) };
+        to_result(ret.min(0))?;
+        Ok(ret > 0)
+    }
+
     /// Returns the bridge directly upstream of this function, if any.
     #[inline]
     pub fn upstream_bridge(&self) -> Option<&Device> {

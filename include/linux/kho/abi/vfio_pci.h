@@ -110,4 +110,60 @@ static_assert(sizeof(struct vfio_pci_lu_identity) == 16);
 static_assert(sizeof(struct vfio_pci_lu_ext) == 24);
 static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
 
+/**
+ * DOC: the list of preserved devices
+ *
+ * Besides one blob per file, the handler keeps one list of all the devices
+ * it preserves, as LUO File-Lifecycle-Bound data under the compatible string
+ * %VFIO_PCI_LUO_FLB_COMPATIBLE: &struct vfio_pci_lu_devs_ser, one page made
+ * when the first device file is preserved, updated as files are preserved
+ * and unpreserved, and handed over with the files. The new kernel reads it
+ * when the handler's module loads, before any file is retrieved, to keep
+ * other openers (and, if asked, other drivers) away from those devices.
+ * The old kernel uses it to refuse a second file of a preserved device.
+ *
+ * @magic is %VFIO_PCI_LU_DEVS_MAGIC and @version %VFIO_PCI_LU_DEVS_VERSION;
+ * a reader that finds anything else, or a @count above
+ * %VFIO_PCI_LU_DEVS_MAX, ignores the list (the files themselves are still
+ * retrieved as usual). Entries are unique and in no particular order.
+ */
+
+/* Compatible string of the handler's list of preserved devices */
+#define VFIO_PCI_LUO_FLB_COMPATIBLE	"vfio-pci-devices-v1"
+
+/* "VFDL" read as a little-endian u32 */
+#define VFIO_PCI_LU_DEVS_MAGIC		0x4c444656
+#define VFIO_PCI_LU_DEVS_VERSION	1
+/* Entries that fit in one 4 KiB page after the header */
+#define VFIO_PCI_LU_DEVS_MAX		511
+
+/**
+ * struct vfio_pci_lu_dev_ser - One preserved device in the list
+ * @domain: PCI segment (domain) number of the device
+ * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
+ * @reserved: zero
+ */
+struct vfio_pci_lu_dev_ser {
+	u32 domain;
+	u16 bdf;
+	u16 reserved;
+} __packed;
+
+/**
+ * struct vfio_pci_lu_devs_ser - The list of preserved devices
+ * @magic: %VFIO_PCI_LU_DEVS_MAGIC
+ * @version: %VFIO_PCI_LU_DEVS_VERSION
+ * @count: entries of @devs in use, the first @count
+ * @devs: the preserved devices
+ */
+struct vfio_pci_lu_devs_ser {
+	u32 magic;
+	u16 version;
+	u16 count;
+	struct vfio_pci_lu_dev_ser devs[VFIO_PCI_LU_DEVS_MAX];
+} __packed;
+
+static_assert(sizeof(struct vfio_pci_lu_dev_ser) == 8);
+static_assert(sizeof(struct vfio_pci_lu_devs_ser) == 4096);
+
 #endif /* _LINUX_KHO_ABI_VFIO_PCI_H */

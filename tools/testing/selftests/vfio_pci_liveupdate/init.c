@@ -123,6 +123,41 @@ static void load_module(void)
 	close(fd);
 }
 
+/*
+ * Record "<bdf> <driver or -> <driver_override>" for every PCI function in
+ * VFIO_LU_AT_LOAD: what the module did to them when it loaded, before
+ * bind_devices() does what a VMM's set-up script would.
+ */
+static void record_drivers(void)
+{
+	char path[PATH_MAX], drv[64], ovr[64];
+	struct dirent *de;
+	FILE *out;
+	DIR *dir;
+
+	dir = opendir(PCI_DEVICES);
+	out = fopen(VFIO_LU_AT_LOAD, "we");
+	if (!dir || !out) {
+		say("cannot record the drivers at module load: %s", strerror(errno));
+		goto out;
+	}
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		vfio_lu_driver(de->d_name, drv, sizeof(drv));
+		snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver_override", de->d_name);
+		if (vfio_lu_read_file(path, ovr, sizeof(ovr)))
+			snprintf(ovr, sizeof(ovr), "?");
+		ovr[strcspn(ovr, "\n")] = '\0';
+		fprintf(out, "%s %s %s\n", de->d_name, drv[0] ? drv : "-", ovr[0] ? ovr : "(null)");
+	}
+out:
+	if (out)
+		fclose(out);
+	if (dir)
+		closedir(dir);
+}
+
 /* driver_override + drivers_probe, as a VMM's set-up script would do. */
 /* Bind the devices of kernel parameter @key to vfio-pci. */
 static void bind_devices(const char *key)
@@ -273,6 +308,7 @@ int main(void)
 	say("stage %d: init", stage);
 
 	load_module();
+	record_drivers();
 	bind_devices("vfio_lu_devs");
 	bind_devices("vfio_lu_fault_devs");
 

@@ -10,9 +10,11 @@
  *   vfio_lu_fault_test -s 2   leave one device unbound and bind one to
  *                             pci-stub; each retrieve fails with the errno of
  *                             its case and a log line naming the device, and
- *                             no oops; the session still finishes, and the
+ *                             no oops; the devices stay held off (cdev open
+ *                             EBUSY); the session still finishes, the
  *                             handler's finish runs for every file (which
- *                             frees its preserved blob)
+ *                             frees its preserved blob) and lets the devices
+ *                             be opened
  */
 #define _GNU_SOURCE
 #include "vfio_lu_util.h"
@@ -145,13 +147,39 @@ static const char *log_address(int i)
 	return out;
 }
 
+/*
+ * Whether the cdev of every device that is still bound to vfio-pci and whose
+ * blob names it (the corruptions but "bdf") gives @want on open (0: opens).
+ */
+static bool cdev_opens_give(int want)
+{
+	bool all = true;
+
+	for (int i = 0; i < NCASES; i++) {
+		int fd;
+
+		if (cases[i].setup != CORRUPT || cases[i].bad_bus)
+			continue;
+		fd = vfio_lu_open_cdev(devs[i].bdf);
+		if (fd >= 0)
+			close(fd);
+		if ((fd < 0 ? fd : 0) != want) {
+			ksft_print_msg("%s: cdev open: %s, want %s\n", devs[i].bdf,
+				       fd < 0 ? strerror(-fd) : "opened",
+				       want ? strerror(-want) : "opened");
+			all = false;
+		}
+	}
+	return all;
+}
+
 static int stage2(void)
 {
 	int luo, session, kmsg, ret, i, logs[NCASES];
 	char needle[256];
 
 	find_devices();
-	ksft_set_plan(4 + 2 * NCASES);
+	ksft_set_plan(7 + 2 * NCASES);
 
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (luo < 0)
@@ -173,6 +201,9 @@ static int stage2(void)
 					 strerror(-ret));
 		}
 	}
+
+	/* Held off until retrieved or finished: */
+	ksft_test_result(cdev_opens_give(-EBUSY), "stage2_fault_open_refused_before_retrieve\n");
 
 	for (i = 0; i < NCASES; i++) {
 		const char *bdf = devs[i].bdf, *got;
@@ -196,6 +227,10 @@ static int stage2(void)
 				 strerrorname_np(cases[i].err), bdf, got);
 	}
 
+	/* a failed retrieve is no retrieve, */
+	ksft_test_result(cdev_opens_give(-EBUSY),
+			 "stage2_fault_open_refused_after_failed_retrieve\n");
+
 	/*
 	 * Every file failed: the session finishes, and finish runs for each (a
 	 * log reader per file: reading one consumes the log).
@@ -213,6 +248,8 @@ static int stage2(void)
 		if (logs[i] >= 0)
 			close(logs[i]);
 	}
+	/* and the finish lets them go. */
+	ksft_test_result(cdev_opens_give(0), "stage2_fault_opens_after_finish\n");
 	close(session);
 	ksft_finished();
 }

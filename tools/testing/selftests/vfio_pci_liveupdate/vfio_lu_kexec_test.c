@@ -11,11 +11,16 @@
  *                             unfrozen and works as before; while it was frozen,
  *                             its fd gave EIO and its BAR mmap SIGBUS; a child
  *                             holds the session for the real kexec (interrupts off)
- *   vfio_lu_kexec_test -s 2   finish fails before retrieve; retrieve gives a
- *                             file per token, for the device stage 1 saw;
- *                             finish fails before bind; bind, GET_INFO and
- *                             config reads give the IDs stage 1 read; finish
- *                             works; the module unloads afterwards
+ *   vfio_lu_kexec_test -s 2   the module bound the devices at load only with
+ *                             bind_preserved=1; finish fails before retrieve;
+ *                             opening a device through its cdev or its group
+ *                             fails with EBUSY before retrieve; retrieve gives
+ *                             a file per token, for the device stage 1 saw,
+ *                             and the cdevs open again; finish fails before
+ *                             bind; bind, GET_INFO and config reads give the
+ *                             IDs stage 1 read; finish works; the module
+ *                             unloads afterwards, reloads, and holds nothing
+ *                             off
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -407,6 +412,92 @@ static bool device_works(int fd, int iommufd, const char *bdf, uint16_t vendor, 
 	return true;
 }
 
+/*
+ * Until its file is retrieved, a preserved device cannot be opened through
+ * its cdev nor VFIO_GROUP_GET_DEVICE_FD: EBUSY, and a log line naming it.
+ */
+static bool open_refused(const char *bdf, bool group)
+{
+	int kmsg = vfio_lu_kmsg_open(), fd;
+	char needle[128];
+	bool logged;
+
+	fd = group ? vfio_lu_group_device_fd(bdf) : vfio_lu_open_cdev(bdf);
+	if (fd >= 0)
+		close(fd);
+	snprintf(needle, sizeof(needle), "%s: live update: open refused (EBUSY)", bdf);
+	logged = kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle);
+	if (kmsg >= 0)
+		close(kmsg);
+	if (fd != -EBUSY || !logged)
+		ksft_print_msg("%s: %s open: %s, log line %s\n", bdf, group ? "group" : "cdev",
+			       fd >= 0 ? "succeeded" : strerror(-fd), logged ? "seen" : "missing");
+	return fd == -EBUSY && logged;
+}
+
+static bool in_devs(const char *bdf, const struct vfio_lu_dev *list, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(list[i].bdf, bdf))
+			return true;
+	return false;
+}
+
+/*
+ * What the module did to the devices when it loaded (init recorded it before
+ * binding anything): with bind_preserved=1, every device the previous kernel
+ * preserved (ours, and the fault test's when it ran) was bound to vfio-pci
+ * with driver_override vfio-pci; without it, none was touched. No other
+ * function gets an override either way.
+ */
+static void bind_policy_at_load(void)
+{
+	struct vfio_lu_dev fault[VFIO_LU_MAX_DEVS];
+	char param[8], line[256], bdf[32], drv[64], ovr[64];
+	int nfault = 0, seen = 0, want, bad = 0;
+	bool on;
+	FILE *f;
+
+	/* As init passed it to the module (Rust module parameters are not in sysfs). */
+	if (vfio_lu_cmdline(VFIO_LU_MODULE ".bind_preserved", param, sizeof(param)))
+		snprintf(param, sizeof(param), "0");
+	on = !strcmp(param, "1") || !strcmp(param, "Y") || !strcmp(param, "y");
+	/* The fault test preserves its devices only with fault injection built in. */
+	if (!access("/sys/kernel/debug/vfio_pci_liveupdate", F_OK))
+		nfault = vfio_lu_find_devs_of("vfio_lu_fault_devs", fault, VFIO_LU_MAX_DEVS);
+	if (nfault < 0)
+		nfault = 0;
+	want = ndevs + nfault;
+	f = fopen(VFIO_LU_AT_LOAD, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		bool preserved, has_ovr, ok;
+
+		if (sscanf(line, "%31s %63s %63s", bdf, drv, ovr) != 3)
+			continue;
+		preserved = in_devs(bdf, devs, ndevs) || in_devs(bdf, fault, nfault);
+		has_ovr = strcmp(ovr, "(null)");
+		if (!preserved)
+			ok = !has_ovr;
+		else if (on)
+			ok = !strcmp(drv, "vfio-pci") && !strcmp(ovr, "vfio-pci");
+		else
+			ok = strcmp(drv, "vfio-pci") && !has_ovr;
+		seen += preserved;
+		if (!ok) {
+			ksft_print_msg("at module load: %s driver %s override %s (%s)\n", bdf, drv,
+				       ovr, preserved ? "preserved" : "not preserved");
+			bad++;
+		}
+	}
+	if (f)
+		fclose(f);
+	if (seen != want)
+		ksft_print_msg("%s: %d of %d preserved devices listed\n", VFIO_LU_AT_LOAD, seen,
+			       want);
+	ksft_test_result(f && !bad && seen == want, "stage2_bind_policy_%s (bind_preserved=%s)\n",
+			 on ? "module_binds_vfio_pci" : "left_to_userspace", param);
+}
+
 static int stage2(void)
 {
 	int fds[VFIO_LU_MAX_DEVS];
@@ -414,7 +505,8 @@ static int stage2(void)
 	struct record *rec;
 
 	find_devices();
-	ksft_set_plan(11 + 2 * ndevs);
+	ksft_set_plan(15 + 3 * ndevs);
+	bind_policy_at_load();
 
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (luo < 0)
@@ -438,6 +530,14 @@ static int stage2(void)
 	if (rec == MAP_FAILED || rec->ndevs != ndevs)
 		ksft_exit_fail_msg("no record of stage 1, or not for %d devices\n", ndevs);
 
+	/* Nobody else opens a preserved device before its file is retrieved. */
+	for (i = 0; i < ndevs; i++)
+		ksft_test_result(open_refused(rec->dev[i].bdf, false),
+				 "stage2_cdev_open_refused_before_retrieve %s\n", rec->dev[i].bdf);
+	ksft_test_result(open_refused(rec->dev[0].bdf, true),
+			 "stage2_group_get_device_fd_refused_before_retrieve %s\n",
+			 rec->dev[0].bdf);
+
 	for (i = 0; i < ndevs; i++) {
 		fds[i] = vfio_lu_retrieve(session, DEV_TOKEN(i));
 		if (fds[i] < 0)
@@ -448,6 +548,19 @@ static int stage2(void)
 	ret = vfio_lu_retrieve(session, DEV_TOKEN(ndevs));
 	ksft_test_result(ret == -ENOENT, "stage2_retrieve_unknown_token_fails (%s)\n",
 			 strerror(-ret));
+
+	/* Retrieved, a device opens again (its file is the VMM's). */
+	for (i = 0; i < ndevs; i++) {
+		int fd = vfio_lu_open_cdev(rec->dev[i].bdf);
+
+		if (fd < 0) {
+			ksft_print_msg("%s: cdev open after retrieve: %s\n", rec->dev[i].bdf,
+				       strerror(-fd));
+			break;
+		}
+		close(fd);
+	}
+	ksft_test_result(i == ndevs, "stage2_cdev_opens_after_retrieve\n");
 
 	ret = vfio_lu_finish(session);
 	ksft_test_result(ret == -EBUSY, "stage2_finish_fails_before_bind (%s)\n",
@@ -500,6 +613,22 @@ static int stage2(void)
 	ksft_test_result(!ret, "stage2_module_reloads (%s)\n", strerror(-ret));
 	if (modfd >= 0)
 		close(modfd);
+
+	/*
+	 * The reloaded module finds the handed-over list consumed: it holds
+	 * nothing off (and does not read the freed list again).
+	 */
+	for (i = 0; i < ndevs; i++) {
+		int fd = vfio_lu_open_cdev(devs[i].bdf);
+
+		if (fd < 0) {
+			ksft_print_msg("%s: cdev open after reload: %s\n", devs[i].bdf,
+				       strerror(-fd));
+			break;
+		}
+		close(fd);
+	}
+	ksft_test_result(i == ndevs, "stage2_cdevs_open_after_reload\n");
 	ksft_finished();
 }
 

@@ -2,8 +2,8 @@
 /*
  * The uAPI of the vfio-pci live update handler in one kernel, without a
  * kexec: which files LIVEUPDATE_SESSION_PRESERVE_FD takes and which it
- * refuses (with which errno), and that closing a session unpreserves its
- * files.
+ * refuses (with which errno), that a device has at most one preserved file,
+ * and that closing a session unpreserves its files.
  */
 #define _GNU_SOURCE
 #include <libgen.h>
@@ -50,7 +50,10 @@ TEST_F(luo, preserve_cdev_fd)
 	close(fd);
 }
 
-/* LUO holds the handler's module for every preserved file, and only then. */
+/*
+ * LUO holds the handler's module for every preserved file, and for the
+ * handler's list of preserved devices while any file is preserved; only then.
+ */
 TEST_F(luo, module_pinned_only_while_preserved)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), before = vfio_lu_module_refcnt();
@@ -58,7 +61,8 @@ TEST_F(luo, module_pinned_only_while_preserved)
 	ASSERT_LE(0, fd);
 	ASSERT_LE(0, before);
 	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
-	EXPECT_EQ(before + 1, vfio_lu_module_refcnt());
+	/* One for the file, one for the handler's list of preserved devices. */
+	EXPECT_EQ(before + 2, vfio_lu_module_refcnt());
 	close(self->session);
 	self->session = -1;
 	EXPECT_EQ(before, vfio_lu_module_refcnt());
@@ -145,6 +149,41 @@ TEST_F(luo, closing_the_session_unpreserves)
 	ASSERT_LE(0, session2);
 	EXPECT_EQ(0, vfio_lu_preserve(session2, fd, TOKEN));
 	close(session2);
+	close(fd);
+}
+
+/*
+ * One device, one preserved file: a second file of a preserved device is
+ * refused, in any session, until the first is no longer preserved.
+ */
+TEST_F(luo, second_file_of_a_device_refused)
+{
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2, kmsg;
+	char needle[160];
+
+	ASSERT_LE(0, fd);
+	fd2 = vfio_lu_open_cdev(self->dev.bdf);
+	ASSERT_LE(0, fd2);
+	session2 = vfio_lu_create_session(self->luo, "vfio-lu-uapi-2");
+	ASSERT_LE(0, session2);
+	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+
+	kmsg = vfio_lu_kmsg_open();
+	EXPECT_EQ(-EBUSY, vfio_lu_preserve(self->session, fd2, TOKEN + 1));
+	snprintf(needle, sizeof(needle),
+		 "%s: live update: cannot preserve: another file of this device is preserved already",
+		 self->dev.bdf);
+	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
+	EXPECT_EQ(-EBUSY, vfio_lu_preserve(session2, fd2, TOKEN));
+
+	/* The first file's session closed: the device is free for the second. */
+	close(self->session);
+	self->session = -1;
+	EXPECT_EQ(0, vfio_lu_preserve(session2, fd2, TOKEN));
+	if (kmsg >= 0)
+		close(kmsg);
+	close(session2);
+	close(fd2);
 	close(fd);
 }
 

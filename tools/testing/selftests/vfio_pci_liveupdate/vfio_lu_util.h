@@ -297,6 +297,34 @@ static inline int vfio_lu_open_cdev(const char *bdf)
 	return fd < 0 ? -errno : fd;
 }
 
+/*
+ * VFIO_GROUP_GET_DEVICE_FD of @bdf through its IOMMU group's /dev/vfio/N
+ * (no container needed to get this far): the fd or -errno.
+ */
+static inline int vfio_lu_group_device_fd(const char *bdf)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	int groupfd, fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/iommu_group", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	snprintf(path, sizeof(path), "/dev/vfio/%s", strrchr(link, '/') + 1);
+	groupfd = open(path, O_RDWR | O_CLOEXEC);
+	if (groupfd < 0)
+		return -errno;
+	fd = ioctl(groupfd, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	fd = fd < 0 ? -errno : fd;
+	close(groupfd);
+	return fd;
+}
+
+/* Where init records, right after loading the module, each PCI function's driver and override. */
+#define VFIO_LU_AT_LOAD		"/tmp/vfio-lu-at-load"
+
 /* VFIO_DEVICE_BIND_IOMMUFD of @devfd to @iommufd: 0 or -errno. */
 static inline int vfio_lu_bind(int devfd, int iommufd)
 {

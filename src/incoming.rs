@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The list of preserved devices, and what the new kernel does with it before the files are
+//! retrieved.
+//!
+//! Besides a blob per file, the handler keeps one list of the devices it preserves, as LUO
+//! File-Lifecycle-Bound data ([`DEVICES`], `struct vfio_pci_lu_devs_ser`):
+//!
+//! - old kernel: preserve adds the device and refuses one that is in the list already (a second
+//!   file of the same device, in any session); unpreserve removes it;
+//! - new kernel: the module reads the list when it loads. Until a device's file is retrieved, or
+//!   finished without being retrieved, opening the device through its cdev or
+//!   `VFIO_GROUP_GET_DEVICE_FD` fails with `EBUSY` ([`Gate`]), so nobody initialises it without
+//!   its preserved state. With module parameter `bind_preserved`, the module also sets the
+//!   devices' `driver_override` to vfio-pci and binds the ones that have no driver yet
+//!   ([`bind_preserved`]).
+
+use crate::abi::{self, Location};
+use kernel::{
+    liveupdate::{self, FlbDef},
+    new_mutex, pci,
+    prelude::*,
+    sync::{Arc, Mutex},
+    vfio::{self, lu_abi::DevsSer},
+};
+
+/// The list of preserved devices, linked to the handler when the module loads.
+pub(crate) static DEVICES: FlbDef<Devices> = FlbDef::new();
+
+/// The driver that [`bind_preserved`] makes the only one for the preserved devices.
+const VFIO_PCI: &CStr = c"vfio-pci";
+
+/// The FLB of the handler: the list of preserved devices.
+pub(crate) struct Devices;
+
+/// A device of the incoming list.
+struct Entry {
+    location: Location,
+    /// Its file was retrieved: others may open it.
+    retrieved: bool,
+}
+
+/// The incoming list, in the new kernel.
+#[pin_data]
+pub(crate) struct IncomingList {
+    /// The devices whose files are not finished yet, retrieved or not.
+    #[pin]
+    entries: Mutex<KVec<Entry>>,
+}
+
+#[vtable]
+impl liveupdate::Flb for Devices {
+    const COMPATIBLE: &'static CStr = vfio::lu_abi::FLB_COMPATIBLE;
+    type Data = DevsSer;
+    type Incoming = Arc<IncomingList>;
+
+    fn preserve(data: &mut DevsSer) -> Result {
+        abi::devs_init(data);
+        Ok(())
+    }
+
+    fn retrieve(data: &DevsSer) -> Result<Arc<IncomingList>> {
+        let list = abi::devs_decode(data).unwrap_or_else(|e| {
+            // The files themselves are still retrieved as usual; only the protection is lost.
+            pr_err!(
+                "live update: the list of preserved devices is not usable ({}): opens of preserved devices are not held off\n",
+                e
+            );
+            KVec::new()
+        });
+        let mut entries = KVec::with_capacity(list.len(), GFP_KERNEL)?;
+        for location in list {
+            pr_info!(
+                "{}: live update: preserved by the previous kernel; opens refused until its file is retrieved or its session finished\n",
+                location
+            );
+            entries.push(
+                Entry {
+                    location,
+                    retrieved: false,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Arc::pin_init(
+            pin_init!(IncomingList {
+                entries <- new_mutex!(entries),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn finish(obj: &Arc<IncomingList>) {
+        let left = obj.entries.lock().len();
+        if left > 0 {
+            pr_info!(
+                "live update: all preserved files finished; {} device(s) no longer held off\n",
+                left
+            );
+        }
+    }
+}
+
+/// Runs `f` on the incoming list, if there is one.
+fn with_incoming<R>(f: impl FnOnce(&mut KVec<Entry>) -> R) -> Option<R> {
+    // No list: nothing was preserved by the previous kernel, or all its files are finished.
+    let inc = DEVICES.with_incoming(|inc| inc.clone()).ok()?;
+    let mut entries = inc.entries.lock();
+    Some(f(&mut entries))
+}
+
+/// Preserve of a file of the device at `loc`: adds it to the outgoing list, or fails with
+/// [`EBUSY`] if another file of the device is preserved.
+pub(crate) fn preserving(pdev: &pci::Device, loc: &Location) -> Result {
+    match DEVICES.with_outgoing(|devs| abi::devs_add(devs, loc))? {
+        Err(e) if e == EBUSY => {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: another file of this device is preserved already (in this or another session)\n"
+            );
+            Err(e)
+        }
+        Err(e) => {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: the list of preserved devices is full ({} devices)\n",
+                vfio::lu_abi::DEVS_MAX
+            );
+            Err(e)
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Unpreserve, or a failed preserve, of the device at `loc`: removes it from the outgoing list.
+pub(crate) fn unpreserved(loc: &Location) {
+    // No list means no file is preserved, so nothing to remove.
+    let _ = DEVICES.with_outgoing(|devs| abi::devs_remove(devs, loc));
+}
+
+/// The file of the device at `loc` was retrieved: others may open the device now.
+pub(crate) fn retrieved(loc: &Location) {
+    with_incoming(|entries| {
+        for e in entries.iter_mut().filter(|e| e.location == *loc) {
+            e.retrieved = true;
+        }
+    });
+}
+
+/// The file of the device at `loc` was finished: it leaves the list.
+pub(crate) fn finished(loc: &Location) {
+    with_incoming(|entries| entries.retain(|e| e.location != *loc));
+}
+
+/// Reads the incoming list when the module loads, so that opens are held off from now on.
+pub(crate) fn load() {
+    if let Some(n) = with_incoming(|entries| entries.len()) {
+        pr_info!(
+            "live update: {} device(s) preserved by the previous kernel are held off until retrieved\n",
+            n
+        );
+    }
+}
+
+/// The open gate: refuses opens of incoming devices whose files are not retrieved yet.
+pub(crate) struct Gate;
+
+impl vfio::OpenGate for Gate {
+    fn check(&self, dev: &vfio::Device) -> Result {
+        let Some(pdev) = dev.pci_dev() else {
+            return Ok(());
+        };
+        let loc = Location::of(pdev);
+        let held =
+            with_incoming(|entries| entries.iter().any(|e| e.location == loc && !e.retrieved))
+                .unwrap_or(false);
+        if held {
+            dev_warn!(
+                pdev.as_ref(),
+                "live update: open refused (EBUSY): the previous kernel preserved this device; retrieve its file (LIVEUPDATE_SESSION_RETRIEVE_FD) or finish its session first\n"
+            );
+            return Err(EBUSY);
+        }
+        Ok(())
+    }
+}
+
+/// Makes vfio-pci the only driver of the incoming devices (module parameter `bind_preserved`):
+/// sets their `driver_override` and binds those that have no driver yet.
+pub(crate) fn bind_preserved() {
+    let Some(Ok(list)) = with_incoming(|entries| {
+        let mut list = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
+        for e in entries.iter() {
+            list.push(e.location, GFP_KERNEL)?;
+        }
+        Ok::<_, Error>(list)
+    }) else {
+        pr_info!("live update: bind_preserved: the previous kernel preserved no device\n");
+        return;
+    };
+    for loc in list {
+        let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
+            pr_err!(
+                "{}: live update: bind_preserved: no PCI device at this address\n",
+                loc
+            );
+            continue;
+        };
+        let dev = pdev.as_ref();
+        if let Err(e) = pdev.set_driver_override(VFIO_PCI) {
+            dev_err!(
+                dev,
+                "live update: bind_preserved: driver_override not set: {:?}\n",
+                e
+            );
+            continue;
+        }
+        let bound = pdev.attach_driver();
+        match pdev.driver_name() {
+            Ok(Some(name)) if name.to_bytes() == VFIO_PCI.to_bytes() => dev_info!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, bound to vfio-pci\n"
+            ),
+            Ok(Some(name)) => dev_warn!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, but {} was bound before the module loaded; left alone\n",
+                name.to_str().unwrap_or("?")
+            ),
+            _ => dev_err!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, no driver bound ({:?})\n",
+                bound
+            ),
+        }
+    }
+}
