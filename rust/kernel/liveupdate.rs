@@ -363,12 +363,13 @@ impl<F: Flb> FlbVTable<F> {
     unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_flb_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // LUO calls `retrieve` at most once per boot for this FLB: it keeps the result while the
+        // FLB is registered, and forgets the handed-over entry once it is consumed, so a reloaded
+        // module does not get it again.
         let handle = kho::Handle::from_raw(args.data);
-        // SAFETY: LUO matched the data by the compatible string, so it is the handle of the
-        // `kho::Preserved<F::Data>` that `preserve` made in the previous kernel. LUO calls
-        // `retrieve` at most once per boot for it: it keeps the result while the FLB is
-        // registered, and forgets the handed-over entry once it is consumed, so a reloaded module
-        // does not get it again. Nothing else owns the memory.
+        // SAFETY: LUO matched the data by the compatible string: it is the handle of the
+        // `kho::Preserved<F::Data>` that `preserve` made in the previous kernel, and nothing else
+        // owns that memory (see above).
         let data = unsafe { kho::Incoming::<F::Data>::from_handle(handle) };
         from_result(|| {
             let obj = KBox::new(F::retrieve(&data)?, GFP_KERNEL)?;
