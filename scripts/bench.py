@@ -23,7 +23,7 @@ MODULE = re.compile(r"registered the LUO file handler .* \(resets at freeze: (\w
 FROZEN = re.compile(r": live update: frozen in (\d+) us")
 RESET = re.compile(r": live update: reset done in (\d+) us \((\w+)")
 STARTED = re.compile(r": live update: reset done in \d+ us \(parallel, began (\d+) us after it was queued\)")
-TOTAL = re.compile(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed\)")
+TOTAL = re.compile(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed")
 MHZ = re.compile(r"tsc: Detected ([\d.]+) MHz")
 
 # (key, label, unit divisor to ms, where the number comes from)

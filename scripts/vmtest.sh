@@ -26,6 +26,10 @@ DEVICES="virtio-net-pci igb edu"
 # The fault injection test's own devices (test mode): one per case of
 # vfio_lu_fault_test, a device type the other tests do not use.
 FAULT_DEVICES=default
+# The reset outcome test's own devices (test mode): virtio devices whose
+# status register shows whether a reset happened; the last is one device with
+# two functions behind one root port (one VFIO device set).
+RESET_DEVICES=default
 # The debug kernel boots and runs about 30 times slower under TCG.
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 [ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
 	--mode) MODE=$2; shift 2 ;;
 	--devices) DEVICES=$2; shift 2 ;;
 	--fault-devices) FAULT_DEVICES=$2; shift 2 ;;
+	--reset-devices) RESET_DEVICES=$2; shift 2 ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
@@ -48,6 +53,10 @@ NAME=${NAME:-$MODE}
 if [ "$FAULT_DEVICES" = default ]; then
 	FAULT_DEVICES=
 	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7)
+fi
+if [ "$RESET_DEVICES" = default ]; then
+	RESET_DEVICES=
+	[ "$MODE" = test ] && RESET_DEVICES="virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci-x2"
 fi
 build_lock
 
@@ -126,6 +135,7 @@ qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
       -device intel-iommu,intremap=on,caching-mode=on)
 ids=()
 fault_ids=()
+reset_ids=()
 i=0
 add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	local -n out=$2
@@ -134,15 +144,25 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	case "$1" in
 	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); out+=(1af4:1041) ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
+	virtio-serial-pci) qemu+=(-device "virtio-serial-pci,bus=rp$i"); out+=(1af4:1043) ;;
+	virtio-serial-pci-x2)	# two functions of one device
+		qemu+=(-device "virtio-serial-pci,bus=rp$i,addr=0.0,multifunction=on"
+		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done
 for dev in $FAULT_DEVICES; do add_device "$dev" fault_ids; done
+for dev in $RESET_DEVICES; do add_device "$dev" reset_ids; done
 cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
 [ ${#fault_ids[@]} = 0 ] || cmdline+=" vfio_lu_fault_devs=$(IFS=,; echo "${fault_ids[*]}")"
+[ ${#reset_ids[@]} = 0 ] || cmdline+=" vfio_lu_reset_devs=$(IFS=,; echo "${reset_ids[*]}")"
+# Tests read device registers before anyone opens a device: vfio-pci must not
+# put idle devices in D3hot (QEMU's virtio devices reset on the way back to
+# D0, which would hide whether our reset happened).
+[ "$MODE" = test ] && cmdline+=" vfio_pci.disable_idle_d3=1"
 # KHO's default scratch size (twice the memblock reservations) does not fit in
 # 2 GiB with KASAN's shadow reserved: ask for sizes that hold the next
 # kernel's early allocations, shadow included.
@@ -156,7 +176,7 @@ qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
        -append "$cmdline")
 printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
 
-log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
+log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}${RESET_DEVICES:+, for the reset test: $RESET_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
 for attempt in 1 2; do
 	t0=$(date +%s.%N)
 	set +e

@@ -7,9 +7,11 @@
 use kernel::{
     fmt, pci,
     prelude::*,
-    transmute::AsBytes,
+    transmute::{AsBytes, FromBytes},
     vfio::lu_abi::{
-        DevsSer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION,
+        DevSer, DevsSer, DevsV1Ser, IdentitySer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_V1_MAX,
+        DEVS_V1_VERSION, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION, RESET_DONE,
+        RESET_FAILED, RESET_NONE, RESET_QUEUED,
     },
 };
 
@@ -78,6 +80,32 @@ impl Identity {
             subsystem_device: pdev.subsystem_device_id(),
             class: pdev.pci_class().as_raw(),
             revision: pdev.revision_id(),
+        }
+    }
+}
+
+impl Identity {
+    fn to_raw(self) -> IdentitySer {
+        IdentitySer {
+            vendor: self.vendor,
+            device: self.device,
+            subsystem_vendor: self.subsystem_vendor,
+            subsystem_device: self.subsystem_device,
+            class: self.class,
+            revision: self.revision,
+            ..Default::default()
+        }
+    }
+
+    fn from_raw(id: &IdentitySer) -> Self {
+        let id = *id;
+        Self {
+            vendor: id.vendor,
+            device: id.device,
+            subsystem_vendor: id.subsystem_vendor,
+            subsystem_device: id.subsystem_device,
+            class: id.class,
+            revision: id.revision,
         }
     }
 }
@@ -151,12 +179,7 @@ pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity) {
     ser.ext.version = EXT_VERSION;
     // CAST: The extension is 24 bytes.
     ser.ext.length = size_of::<kernel::vfio::lu_abi::Ext>() as u16;
-    ser.ext.id.vendor = id.vendor;
-    ser.ext.id.device = id.device;
-    ser.ext.id.subsystem_vendor = id.subsystem_vendor;
-    ser.ext.id.subsystem_device = id.subsystem_device;
-    ser.ext.id.class = id.class;
-    ser.ext.id.revision = id.revision;
+    ser.ext.id = id.to_raw();
 }
 
 /// The device location of a blob, which every layout has.
@@ -184,18 +207,66 @@ pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
     if usize::from(length) < size_of::<kernel::vfio::lu_abi::Ext>() || length > EXT_MAX_LENGTH {
         return Err(DecodeError::Length(length));
     }
-    let id = ser.ext.id;
     Ok(Decoded {
         location,
-        identity: Some(Identity {
-            vendor: id.vendor,
-            device: id.device,
-            subsystem_vendor: id.subsystem_vendor,
-            subsystem_device: id.subsystem_device,
-            class: id.class,
-            revision: id.revision,
-        }),
+        identity: Some(Identity::from_raw(&ser.ext.id)),
     })
+}
+
+/// What the previous kernel recorded of a device's reset at freeze (`reset` of its list entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResetRecord {
+    /// Preserved, not reset (not frozen yet, or unfrozen after a cancelled kexec).
+    NotReset,
+    /// The freeze started the reset; its end was not seen before the kexec.
+    Queued,
+    /// Reset, and its configuration restored.
+    Done,
+    /// The reset failed, or did not get the device's locks in time.
+    Failed,
+    /// Nothing usable was recorded: a version 1 list, or an unknown value.
+    Unknown,
+}
+
+impl ResetRecord {
+    fn to_raw(self) -> u8 {
+        match self {
+            Self::NotReset | Self::Unknown => RESET_NONE,
+            Self::Queued => RESET_QUEUED,
+            Self::Done => RESET_DONE,
+            Self::Failed => RESET_FAILED,
+        }
+    }
+
+    fn from_raw(raw: u8) -> Self {
+        match raw {
+            RESET_NONE => Self::NotReset,
+            RESET_QUEUED => Self::Queued,
+            RESET_DONE => Self::Done,
+            RESET_FAILED => Self::Failed,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// How the record reads in a log line.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::NotReset => "the previous kernel did not reset it",
+            Self::Queued => "the previous kernel's reset did not complete before the kexec",
+            Self::Done => "reset by the previous kernel",
+            Self::Failed => "the previous kernel's reset failed",
+            Self::Unknown => "the previous kernel recorded no reset outcome",
+        }
+    }
+}
+
+/// A device of a list of preserved devices, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ListEntry {
+    pub(crate) location: Location,
+    /// [`None`] in a version 1 list.
+    pub(crate) identity: Option<Identity>,
+    pub(crate) reset: ResetRecord,
 }
 
 /// Why a list of preserved devices was refused.
@@ -213,10 +284,11 @@ impl fmt::Display for DevsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Magic(m) => write!(f, "bad magic {m:#010x} (expected {DEVS_MAGIC:#010x})"),
-            Self::Version(v) => {
-                write!(f, "unknown version {v} (this kernel reads {DEVS_VERSION})")
-            }
-            Self::Count(c) => write!(f, "{c} entries (at most {DEVS_MAX})"),
+            Self::Version(v) => write!(
+                f,
+                "unknown version {v} (this kernel reads {DEVS_V1_VERSION} and {DEVS_VERSION})"
+            ),
+            Self::Count(c) => write!(f, "{c} entries (more than the list holds)"),
         }
     }
 }
@@ -229,27 +301,52 @@ pub(crate) fn devs_init(devs: &mut DevsSer) {
 }
 
 /// The entries in use.
-fn devs_used(devs: &DevsSer) -> &[kernel::vfio::lu_abi::DevSer] {
+fn devs_used(devs: &DevsSer) -> &[DevSer] {
     &devs.devs[..usize::from(devs.count).min(DEVS_MAX)]
 }
 
-/// Adds `loc` to the list: [`EBUSY`] if it is there already, [`ENOSPC`] if the list is full.
-pub(crate) fn devs_add(devs: &mut DevsSer, loc: &Location) -> Result {
-    if devs_used(devs)
-        .iter()
-        .any(|d| Location::from_raw(d.domain, d.bdf) == *loc)
-    {
+/// The entry of `loc`, if it is in the list.
+fn devs_find<'a>(devs: &'a mut DevsSer, loc: &Location) -> Option<&'a mut DevSer> {
+    let n = usize::from(devs.count).min(DEVS_MAX);
+    devs.devs[..n]
+        .iter_mut()
+        .find(|d| Location::from_raw(d.domain, d.bdf) == *loc)
+}
+
+/// Adds `loc`, with identity `id`, to the list: [`EBUSY`] if it is there already, [`ENOSPC`] if
+/// the list is full.
+pub(crate) fn devs_add(devs: &mut DevsSer, loc: &Location, id: &Identity) -> Result {
+    if devs_find(devs, loc).is_some() {
         return Err(EBUSY);
     }
     let n = usize::from(devs.count);
     if n >= DEVS_MAX {
         return Err(ENOSPC);
     }
-    devs.devs[n].domain = loc.domain;
-    devs.devs[n].bdf = loc.bdf();
-    devs.devs[n].reserved = 0;
+    devs.devs[n] = DevSer {
+        domain: loc.domain,
+        bdf: loc.bdf(),
+        reset: RESET_NONE,
+        id: id.to_raw(),
+        ..Default::default()
+    };
     devs.count += 1;
     Ok(())
+}
+
+/// Records the outcome of the reset of `loc` at freeze, if it is in the list.
+pub(crate) fn devs_set_reset(devs: &mut DevsSer, loc: &Location, reset: ResetRecord) {
+    if let Some(d) = devs_find(devs, loc) {
+        d.reset = reset.to_raw();
+    }
+}
+
+/// Fault injection: gives the entry of `loc` another device ID; false if `loc` is not listed.
+#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+pub(crate) fn devs_corrupt_identity(devs: &mut DevsSer, loc: &Location) -> bool {
+    devs_find(devs, loc)
+        .map(|d| d.id.device = !d.id.device)
+        .is_some()
 }
 
 /// Removes `loc` from the list, if it is there (the last entry takes its place).
@@ -267,25 +364,56 @@ pub(crate) fn devs_remove(devs: &mut DevsSer, loc: &Location) {
     devs.count = (n - 1) as u16;
 }
 
-/// Reads a list written by the previous kernel.
-pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<Location>, DevsError> {
+/// Adds `e` to `out` unless its location is there already (a writer keeps the entries unique; a
+/// duplicate would only repeat a location).
+fn push_unique(out: &mut KVec<ListEntry>, e: ListEntry) -> bool {
+    out.iter().any(|o| o.location == e.location) || out.push(e, GFP_KERNEL).is_ok()
+}
+
+/// Reads a list written by the previous kernel: version 2, or version 1 (no identity, no reset
+/// outcome).
+pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<ListEntry>, DevsError> {
     let (magic, version, count) = (devs.magic, devs.version, devs.count);
     if magic != DEVS_MAGIC {
         return Err(DevsError::Magic(magic));
     }
-    if version != DEVS_VERSION {
-        return Err(DevsError::Version(version));
-    }
-    if usize::from(count) > DEVS_MAX {
-        return Err(DevsError::Count(count));
-    }
     let mut out = KVec::new();
-    for d in devs_used(devs) {
-        let loc = Location::from_raw(d.domain, d.bdf);
-        // The writer keeps the entries unique; a duplicate would only repeat a location.
-        if !out.contains(&loc) && out.push(loc, GFP_KERNEL).is_err() {
-            break;
+    match version {
+        DEVS_VERSION => {
+            if usize::from(count) > DEVS_MAX {
+                return Err(DevsError::Count(count));
+            }
+            for d in devs_used(devs) {
+                let e = ListEntry {
+                    location: Location::from_raw(d.domain, d.bdf),
+                    identity: Some(Identity::from_raw(&d.id)),
+                    reset: ResetRecord::from_raw(d.reset),
+                };
+                if !push_unique(&mut out, e) {
+                    break;
+                }
+            }
         }
+        DEVS_V1_VERSION => {
+            if usize::from(count) > DEVS_V1_MAX {
+                return Err(DevsError::Count(count));
+            }
+            // Both layouts are one page of plain integers.
+            let Some(v1) = DevsV1Ser::from_bytes(devs.as_bytes()) else {
+                return Err(DevsError::Version(version));
+            };
+            for d in &v1.devs[..usize::from(count)] {
+                let e = ListEntry {
+                    location: Location::from_raw(d.domain, d.bdf),
+                    identity: None,
+                    reset: ResetRecord::Unknown,
+                };
+                if !push_unique(&mut out, e) {
+                    break;
+                }
+            }
+        }
+        _ => return Err(DevsError::Version(version)),
     }
     Ok(out)
 }
@@ -293,7 +421,6 @@ pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<Location>, DevsError> {
 #[kunit_tests(vfio_pci_liveupdate_abi)]
 mod tests {
     use super::*;
-    use kernel::transmute::FromBytes;
 
     const LOC: Location = Location {
         domain: 0x1234,
@@ -330,16 +457,18 @@ mod tests {
     fn head_is_the_upstream_layout() {
         let ser = encoded();
         let bytes = ser.as_bytes();
-        // u32 domain then u16 PCI_DEVID(bus, devfn), little endian, packed.
-        assert_eq!(&bytes[..6], &[0x34, 0x12, 0, 0, 0x13, 0x5a]);
-        assert_eq!(&bytes[6..10], &EXT_MAGIC.to_le_bytes());
+        // u32 domain then u16 PCI_DEVID(bus, devfn), in the CPU's byte order, packed.
+        assert_eq!(&bytes[..4], &0x1234u32.to_ne_bytes());
+        assert_eq!(&bytes[4..6], &0x5a13u16.to_ne_bytes());
+        assert_eq!(&bytes[6..10], &EXT_MAGIC.to_ne_bytes());
     }
 
     #[test]
     fn upstream_blob_decodes_without_identity() {
         // What the upstream C handler writes: six bytes, the rest of its page zeroed.
         let mut bytes = [0u8; size_of::<Ser>()];
-        bytes[..6].copy_from_slice(&[0x01, 0, 0, 0, 0x10, 0x03]);
+        bytes[..4].copy_from_slice(&1u32.to_ne_bytes());
+        bytes[4..6].copy_from_slice(&0x0310u16.to_ne_bytes());
         let ser = Ser::from_bytes(&bytes).unwrap();
         // (Built outside `assert_eq!`, whose KUnit expansion has a `Location` of its own.)
         let want = Decoded {
@@ -411,18 +540,57 @@ mod tests {
         let mut bytes = zeroed_devs();
         let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
         devs_init(devs);
-        assert_eq!(devs_add(devs, &LOC), Ok(()));
-        assert_eq!(devs_add(devs, &LOC2), Ok(()));
-        assert_eq!(devs_add(devs, &LOC), Err(EBUSY));
+        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2, &ID), Ok(()));
+        assert_eq!(devs_add(devs, &LOC, &ID), Err(EBUSY));
         let got = devs_decode(devs).unwrap();
         assert_eq!(got.len(), 2);
-        assert!(got[0] == LOC && got[1] == LOC2);
+        assert!(got[0].location == LOC && got[1].location == LOC2);
+        assert!(got[0].identity == Some(ID));
+        assert!(got[0].reset == ResetRecord::NotReset);
         devs_remove(devs, &LOC);
         devs_remove(devs, &LOC);
         let got = devs_decode(devs).unwrap();
         assert_eq!(got.len(), 1);
-        assert!(got[0] == LOC2);
-        assert_eq!(devs_add(devs, &LOC), Ok(()));
+        assert!(got[0].location == LOC2);
+        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
+    }
+
+    #[test]
+    fn device_list_records_reset_outcomes() {
+        let mut bytes = zeroed_devs();
+        let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
+        devs_init(devs);
+        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2, &ID), Ok(()));
+        devs_set_reset(devs, &LOC, ResetRecord::Queued);
+        devs_set_reset(devs, &LOC2, ResetRecord::Done);
+        devs_set_reset(devs, &LOC, ResetRecord::Failed);
+        let got = devs_decode(devs).unwrap();
+        assert!(got[0].reset == ResetRecord::Failed && got[1].reset == ResetRecord::Done);
+        // The byte of the second entry, at 8 + 24 + 6: the ABI's value for "done".
+        assert_eq!(bytes[8 + 24 + 6], RESET_DONE);
+        bytes[8 + 6] = 0x77;
+        let devs = DevsSer::from_bytes(&bytes).unwrap();
+        assert!(devs_decode(devs).unwrap()[0].reset == ResetRecord::Unknown);
+    }
+
+    #[test]
+    fn version_1_list_is_read_without_identity_or_reset() {
+        let mut bytes = zeroed_devs();
+        // magic, version 1, count 2, then {u32 domain, u16 bdf, u16 0} entries, CPU byte order.
+        bytes[..4].copy_from_slice(&DEVS_MAGIC.to_ne_bytes());
+        bytes[4..6].copy_from_slice(&DEVS_V1_VERSION.to_ne_bytes());
+        bytes[6..8].copy_from_slice(&2u16.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&LOC.domain.to_ne_bytes());
+        bytes[12..14].copy_from_slice(&0x5a13u16.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&0u32.to_ne_bytes());
+        bytes[20..22].copy_from_slice(&0x0100u16.to_ne_bytes());
+        let devs = DevsSer::from_bytes(&bytes).unwrap();
+        let got = devs_decode(devs).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].location == LOC && got[1].location == LOC2);
+        assert!(got[0].identity.is_none() && got[0].reset == ResetRecord::Unknown);
     }
 
     #[test]
@@ -433,13 +601,13 @@ mod tests {
         for i in 0..DEVS_MAX {
             let loc = Location {
                 domain: 0,
-                // CAST: `i < 511`: a bus and a devfn.
-                bus: (i >> 8) as u8,
+                // CAST: `i < 170`: a devfn.
+                bus: 1,
                 devfn: i as u8,
             };
-            assert_eq!(devs_add(devs, &loc), Ok(()));
+            assert_eq!(devs_add(devs, &loc, &ID), Ok(()));
         }
-        assert_eq!(devs_add(devs, &LOC), Err(ENOSPC));
+        assert_eq!(devs_add(devs, &LOC, &ID), Err(ENOSPC));
         assert_eq!(devs_decode(devs).map(|v| v.len()), Ok(DEVS_MAX));
     }
 
@@ -449,9 +617,12 @@ mod tests {
         let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
         assert_eq!(devs_decode(devs).err(), Some(DevsError::Magic(0)));
         devs_init(devs);
-        devs.version = 2;
-        assert_eq!(devs_decode(devs).err(), Some(DevsError::Version(2)));
+        devs.version = 3;
+        assert_eq!(devs_decode(devs).err(), Some(DevsError::Version(3)));
         devs.version = DEVS_VERSION;
+        devs.count = 171;
+        assert_eq!(devs_decode(devs).err(), Some(DevsError::Count(171)));
+        devs.version = DEVS_V1_VERSION;
         devs.count = 512;
         assert_eq!(devs_decode(devs).err(), Some(DevsError::Count(512)));
     }

@@ -15,7 +15,7 @@
 //!   devices' `driver_override` to vfio-pci and binds the ones that have no driver yet
 //!   ([`bind_preserved`]).
 
-use crate::abi::{self, Location};
+use crate::abi::{self, Identity, ListEntry, Location, ResetRecord};
 use kernel::{
     liveupdate::{self, FlbDef},
     new_mutex, pci,
@@ -35,7 +35,8 @@ pub(crate) struct Devices;
 
 /// A device of the incoming list.
 struct Entry {
-    location: Location,
+    /// What the previous kernel listed.
+    listed: ListEntry,
     /// Its file was retrieved: others may open it.
     retrieved: bool,
 }
@@ -69,14 +70,15 @@ impl liveupdate::Flb for Devices {
             KVec::new()
         });
         let mut entries = KVec::with_capacity(list.len(), GFP_KERNEL)?;
-        for location in list {
+        for listed in list {
             pr_info!(
-                "{}: live update: preserved by the previous kernel; opens refused until its file is retrieved or its session finished\n",
-                location
+                "{}: live update: preserved by the previous kernel ({}); opens refused until its file is retrieved or its session finished\n",
+                listed.location,
+                listed.reset.describe()
             );
             entries.push(
                 Entry {
-                    location,
+                    listed,
                     retrieved: false,
                 },
                 GFP_KERNEL,
@@ -111,8 +113,8 @@ fn with_incoming<R>(f: impl FnOnce(&mut KVec<Entry>) -> R) -> Option<R> {
 
 /// Preserve of a file of the device at `loc`: adds it to the outgoing list, or fails with
 /// [`EBUSY`] if another file of the device is preserved.
-pub(crate) fn preserving(pdev: &pci::Device, loc: &Location) -> Result {
-    match DEVICES.with_outgoing(|devs| abi::devs_add(devs, loc))? {
+pub(crate) fn preserving(pdev: &pci::Device, loc: &Location, id: &Identity) -> Result {
+    match DEVICES.with_outgoing(|devs| abi::devs_add(devs, loc, id))? {
         Err(e) if e == EBUSY => {
             dev_err!(
                 pdev.as_ref(),
@@ -138,10 +140,40 @@ pub(crate) fn unpreserved(loc: &Location) {
     let _ = DEVICES.with_outgoing(|devs| abi::devs_remove(devs, loc));
 }
 
+/// Records the outcome of the reset at freeze of the device at `loc`, for the next kernel. KHO
+/// memory stays writable until the kexec jumps.
+pub(crate) fn reset_outcome(loc: &Location, reset: ResetRecord) {
+    // No list means no file is preserved, so nothing to record.
+    let _ = DEVICES.with_outgoing(|devs| abi::devs_set_reset(devs, loc, reset));
+}
+
+/// Fault injection: gives the device at `loc` another device ID in the outgoing list.
+#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+pub(crate) fn corrupt_identity(loc: &Location) -> Result {
+    if DEVICES.with_outgoing(|devs| abi::devs_corrupt_identity(devs, loc))? {
+        Ok(())
+    } else {
+        Err(ENOENT)
+    }
+}
+
+/// What the previous kernel recorded of the reset of the device at `loc` (unknown when there is
+/// no usable list, or the device is not in it).
+pub(crate) fn reset_record(loc: &Location) -> ResetRecord {
+    with_incoming(|entries| {
+        entries
+            .iter()
+            .find(|e| e.listed.location == *loc)
+            .map(|e| e.listed.reset)
+    })
+    .flatten()
+    .unwrap_or(ResetRecord::Unknown)
+}
+
 /// The file of the device at `loc` was retrieved: others may open the device now.
 pub(crate) fn retrieved(loc: &Location) {
     with_incoming(|entries| {
-        for e in entries.iter_mut().filter(|e| e.location == *loc) {
+        for e in entries.iter_mut().filter(|e| e.listed.location == *loc) {
             e.retrieved = true;
         }
     });
@@ -149,7 +181,7 @@ pub(crate) fn retrieved(loc: &Location) {
 
 /// The file of the device at `loc` was finished: it leaves the list.
 pub(crate) fn finished(loc: &Location) {
-    with_incoming(|entries| entries.retain(|e| e.location != *loc));
+    with_incoming(|entries| entries.retain(|e| e.listed.location != *loc));
 }
 
 /// Reads the incoming list when the module loads, so that opens are held off from now on.
@@ -171,9 +203,12 @@ impl vfio::OpenGate for Gate {
             return Ok(());
         };
         let loc = Location::of(pdev);
-        let held =
-            with_incoming(|entries| entries.iter().any(|e| e.location == loc && !e.retrieved))
-                .unwrap_or(false);
+        let held = with_incoming(|entries| {
+            entries
+                .iter()
+                .any(|e| e.listed.location == loc && !e.retrieved)
+        })
+        .unwrap_or(false);
         if held {
             dev_warn!(
                 pdev.as_ref(),
@@ -191,14 +226,15 @@ pub(crate) fn bind_preserved() {
     let Some(Ok(list)) = with_incoming(|entries| {
         let mut list = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
         for e in entries.iter() {
-            list.push(e.location, GFP_KERNEL)?;
+            list.push(e.listed, GFP_KERNEL)?;
         }
         Ok::<_, Error>(list)
     }) else {
         pr_info!("live update: bind_preserved: the previous kernel preserved no device\n");
         return;
     };
-    for loc in list {
+    for listed in list {
+        let loc = listed.location;
         let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
             pr_err!(
                 "{}: live update: bind_preserved: no PCI device at this address\n",
@@ -207,6 +243,23 @@ pub(crate) fn bind_preserved() {
             continue;
         };
         let dev = pdev.as_ref();
+        let have = Identity::of(&pdev);
+        match listed.identity {
+            Some(want) if want != have => {
+                dev_err!(
+                    dev,
+                    "live update: bind_preserved: not bound: identity mismatch: preserved {}, found {}\n",
+                    want,
+                    have
+                );
+                continue;
+            }
+            Some(_) => {}
+            None => dev_info!(
+                dev,
+                "live update: bind_preserved: listed without identity (version 1 list), not checked\n"
+            ),
+        }
         if let Err(e) = pdev.set_driver_override(VFIO_PCI) {
             dev_err!(
                 dev,

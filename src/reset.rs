@@ -8,9 +8,12 @@
 //!
 //! In parallel mode (the default) a freeze still does synchronously everything that can refuse
 //! the kexec (interrupts, power state, locks) and stops the device's DMA, then queues the reset on
-//! the unbound workqueue, where the resets of all devices run at the same time. The reboot
-//! notifier of the module waits for all of them ([`wait_all`]). In serial mode (module parameter
-//! `serial_reset`) the freeze resets the device itself, as the upstream C proposal does.
+//! the module's own unbound workqueue, where the resets of all devices run at the same time. The
+//! reboot notifier of the module waits for all of them, [`WAIT_ALL_MS`] at most ([`wait_all`]).
+//! A reset cannot refuse the kexec any more: its outcome goes into the list of preserved devices
+//! (KHO memory, writable until the jump), and the next kernel resets at retrieve a device whose
+//! reset is not recorded as done. In serial mode (module parameter `serial_reset`) the freeze
+//! resets the device itself, as the upstream C proposal does, and a failed reset refuses the kexec.
 //!
 //! Why the reboot notifier: in 7.3 `kernel_kexec()` calls `liveupdate_reboot()`, whose
 //! `luo_session_serialize()` is LUO's freeze loop, and once every file froze it calls
@@ -22,6 +25,7 @@
 //! never gets there: LUO calls unfreeze for the files already frozen, and unfreeze waits for its
 //! device's reset ([`unfrozen`]).
 
+use crate::abi::{Location, ResetRecord};
 use kernel::{
     device,
     fs::File,
@@ -31,17 +35,28 @@ use kernel::{
     reboot,
     sync::{
         aref::ARef,
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         global_lock, Arc, Completion,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
-    workqueue::{self, Work, WorkItem},
+    vfio,
+    workqueue::{OwnedQueue, Work, WorkItem},
 };
 
-/// How long a queued reset tries to take the locks of its device and upstream bridge before it
-/// gives up; the freeze took them a moment earlier, so only a newcomer can hold them now.
-const LOCK_ATTEMPTS: i64 = 100;
+/// How long a queued reset tries to take the lock of its VFIO device set, then the locks of its
+/// device and upstream bridge, before it gives up: 3 s. The freeze took them a moment earlier;
+/// now the resets of the other functions behind the same bridge, or of the same device set,
+/// hold them in turn (about 100 ms each), or a newcomer does.
+const LOCK_ATTEMPTS: i64 = 300;
 const LOCK_RETRY_MS: i64 = 10;
+
+/// How long the reboot notifier waits for the queued resets before it lets the kexec go on. A
+/// reset that has not finished by then is recorded as not done, and the new kernel resets the
+/// device at retrieve. PCIe allows a function up to a second to come back from a reset, and the
+/// PCI core waits up to a minute for one that says it is not ready.
+const WAIT_ALL_MS: i64 = 10_000;
+/// How often the reboot notifier looks at the queued resets.
+const WAIT_POLL_US: i64 = 200;
 
 /// Which of the two modes is in use: serial resets in freeze, or parallel ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,36 +76,89 @@ impl Mode {
     }
 }
 
-/// Resets a locked function whose DMA is already off, then writes back its saved configuration
-/// state, and logs the outcome with the time the reset took. `queued` is when a freeze queued
-/// the reset (parallel mode), [`None`] when the freeze does it itself (serial mode).
+/// Who resets a device.
+#[derive(Clone, Copy)]
+pub(crate) enum When {
+    /// A freeze in serial mode, itself.
+    Serial,
+    /// A job that a freeze queued at this time, in parallel mode.
+    Parallel(Instant<Monotonic>),
+    /// The new kernel's retrieve, because the previous kernel's reset was not done.
+    Retrieve,
+}
+
+/// A fault of a device's next reset, injected by the tests (`CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The reset is not done and fails with `EIO`.
+    Error,
+    /// Someone holds the device's locks past the reset's give-up.
+    Locked,
+}
+
+/// A reset fault armed by the tests for the device at `loc`, which it disarms.
+#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+pub(crate) fn injected(loc: &Location) -> Option<Fault> {
+    crate::fault::take_reset_fault(loc)
+}
+
+/// A reset fault armed by the tests: none without fault injection.
+#[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
+pub(crate) fn injected(_loc: &Location) -> Option<Fault> {
+    None
+}
+
+/// Resets a locked function whose DMA is already off, then writes back its configuration as it
+/// was just before the reset, bus mastering off, and logs the outcome with the time the reset
+/// took. `set` is the held lock of the device's VFIO device set. `fail` is a fault injected by the
+/// tests: the reset is not done and fails with `EIO`.
 pub(crate) fn reset_locked(
+    set: &vfio::PciCoreGuard<'_>,
     pdev: &pci::Device,
     lock: &ResetLock<'_>,
-    queued: Option<Instant<Monotonic>>,
+    when: When,
+    fail: bool,
 ) -> Result {
     let dev: &device::Device = pdev.as_ref();
     let start = Instant::<Monotonic>::now();
-    let res = lock.reset_function();
-    lock.restore_state();
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    let before = pdev.command();
+    // The state to restore is the user's as it is now, with bus mastering off: the state last
+    // saved may be older, saved with bus mastering on (by VFIO_DEVICE_RESET, for instance), and
+    // restoring it would let the device do DMA again until the kexec.
+    pdev.set_bus_master(false);
+    lock.save_state();
+    let res = if fail {
+        dev_err!(dev, "live update: fault injection: the reset fails\n");
+        Err(EIO)
+    } else {
+        let res = lock.reset_function();
+        lock.restore_state();
+        res
+    };
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    crate::fault::record_reset(pdev, before, set.irq_mode() != vfio::IrqMode::None);
+    #[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
+    let _ = set;
     let us = start.elapsed().as_micros_ceil();
-    let (mode, waited) = match queued {
-        Some(q) => (Mode::Parallel, (start - q).as_micros_ceil()),
-        None => (Mode::Serial, 0),
+    let (mode, waited) = match when {
+        When::Parallel(q) => ("parallel", (start - q).as_micros_ceil()),
+        When::Serial => ("serial", 0),
+        When::Retrieve => ("at retrieve", 0),
     };
     match res {
         Ok(()) => dev_info!(
             dev,
-            "live update: reset done in {} us ({}, began {} us after it was queued), config restored\n",
+            "live update: reset done in {} us ({}, began {} us after it was queued), config restored, bus mastering off\n",
             us,
-            mode.name(),
+            mode,
             waited
         ),
         Err(e) => dev_err!(
             dev,
             "live update: reset failed after {} us ({}): {:?}\n",
             us,
-            mode.name(),
+            mode,
             e
         ),
     }
@@ -102,6 +170,8 @@ pub(crate) fn reset_locked(
 struct Job {
     /// The preserved file: it keeps the VFIO device registered while the reset runs.
     file: ARef<File>,
+    /// Where the device is, as in the list of preserved devices.
+    location: Location,
     #[pin]
     work: Work<Job>,
     /// Completed when the reset is over, whatever its outcome.
@@ -109,6 +179,8 @@ struct Job {
     done: Completion,
     /// 0, or the negative errno of the failed reset; read once `done` completed.
     result: Atomic<i32>,
+    /// Set (release) when the reset is over, with `result`; what the reboot notifier polls.
+    finished: Atomic<bool>,
     /// When the freeze queued it.
     queued: Instant<Monotonic>,
 }
@@ -117,28 +189,54 @@ impl_has_work! {
     impl HasWork<Self> for Job { self.work }
 }
 
+/// Calls `f` until it gives something, [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`] apart.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for attempt in 1..=LOCK_ATTEMPTS {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if attempt < LOCK_ATTEMPTS {
+            fsleep(Delta::from_millis(LOCK_RETRY_MS));
+        }
+    }
+    None
+}
+
 impl Job {
     fn run_reset(&self) -> Result {
-        let core = crate::vfio_pci_of(&self.file).ok_or(ENODEV)?;
-        let _set = core.lock();
+        let core = vfio::Device::from_cdev_file(&self.file)
+            .and_then(|d| d.as_vfio_pci())
+            .ok_or(ENODEV)?;
         let pdev = core.pci();
-        let mut attempts = 0;
-        let lock = loop {
-            if let Some(lock) = pdev.try_lock_for_reset() {
-                break lock;
-            }
-            attempts += 1;
-            if attempts == LOCK_ATTEMPTS {
-                dev_err!(
-                    pdev.as_ref(),
-                    "live update: reset not done: the device or its upstream bridge stayed locked by someone else for {} ms\n",
-                    LOCK_ATTEMPTS * LOCK_RETRY_MS
-                );
-                return Err(EBUSY);
-            }
-            fsleep(Delta::from_millis(LOCK_RETRY_MS));
+        let fault = injected(&self.location);
+        // A test holding the device's locks past the give-up below, as another task might.
+        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+        let _held = (fault == Some(Fault::Locked))
+            .then(|| crate::fault::hold_reset_lock(pdev))
+            .flatten();
+        let Some(set) = retry(|| core.try_lock()) else {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: reset not done: the VFIO device set stayed locked by someone else for {} ms\n",
+                LOCK_ATTEMPTS * LOCK_RETRY_MS
+            );
+            return Err(EBUSY);
         };
-        reset_locked(pdev, &lock, Some(self.queued))
+        let Some(lock) = retry(|| pdev.try_lock_for_reset()) else {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: reset not done: the device or its upstream bridge stayed locked by someone else for {} ms\n",
+                LOCK_ATTEMPTS * LOCK_RETRY_MS
+            );
+            return Err(EBUSY);
+        };
+        reset_locked(
+            &set,
+            pdev,
+            &lock,
+            When::Parallel(self.queued),
+            fault == Some(Fault::Error),
+        )
     }
 }
 
@@ -146,17 +244,28 @@ impl WorkItem for Job {
     type Pointer = Arc<Job>;
 
     fn run(this: Arc<Job>) {
-        let errno = match this.run_reset() {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        };
-        this.result.store(errno, Relaxed);
+        let res = this.run_reset();
+        // Recorded for the next kernel before anyone is told: the kexec may follow at once.
+        crate::incoming::reset_outcome(
+            &this.location,
+            if res.is_ok() {
+                ResetRecord::Done
+            } else {
+                ResetRecord::Failed
+            },
+        );
+        this.result
+            .store(res.err().map_or(0, |e| e.to_errno()), Relaxed);
+        this.finished.store(true, Release);
         this.done.complete_all();
     }
 }
 
 /// The freezes of the current kexec attempt.
 struct Pending {
+    /// Where the resets run; the module's own, so that none of them runs after the module is
+    /// unloaded ([`exit`] destroys it, which waits for them).
+    queue: Option<OwnedQueue>,
     /// The resets queued by them (parallel mode).
     jobs: KVec<Arc<Job>>,
     /// When the first successful freeze began.
@@ -168,6 +277,7 @@ struct Pending {
 global_lock! {
     // SAFETY: `init()` initialises it in the module initializer, before any file is preserved.
     unsafe(uninit) static PENDING: Mutex<Pending> = Pending {
+        queue: None,
         jobs: KVec::new(),
         first_freeze: None,
         frozen: 0,
@@ -185,21 +295,44 @@ pub(crate) unsafe fn init() {
     unsafe { PENDING.init() };
 }
 
-/// Queues the reset of the device of `file`, whose freeze did the checks and stopped its DMA.
-pub(crate) fn start(file: &File) -> Result {
+/// Allocates the workqueue of the resets, when the module loads.
+pub(crate) fn alloc_queue() -> Result {
+    PENDING.lock().queue = Some(OwnedQueue::new_unbound(c"vfio_pci_lu_reset")?);
+    Ok(())
+}
+
+/// Destroys the workqueue when the module is unloaded, after waiting for any reset still running
+/// on it (the end of one that an unfreeze already waited for), and frees what the state holds: a
+/// module's statics are not dropped.
+pub(crate) fn exit() {
+    let (queue, jobs) = {
+        let mut pending = PENDING.lock();
+        (pending.queue.take(), core::mem::take(&mut pending.jobs))
+    };
+    drop(queue);
+    drop(jobs);
+}
+
+/// Queues the reset of the device of `file` at `location`, whose freeze did the checks and
+/// stopped its DMA.
+pub(crate) fn start(file: &File, location: Location) -> Result {
     let job = Arc::pin_init(
         pin_init!(Job {
             file: file.into(),
+            location,
             work <- new_work!("vfio_pci_liveupdate::reset"),
             done <- Completion::new(),
             result: Atomic::new(0),
+            finished: Atomic::new(false),
             queued: Instant::now(),
         }),
         GFP_KERNEL,
     )?;
-    PENDING.lock().jobs.push(job.clone(), GFP_KERNEL)?;
+    let mut pending = PENDING.lock();
+    let queue = pending.queue.as_ref().ok_or(ENODEV)?;
     // A new job is in no queue yet, so it is queued now.
-    let _ = workqueue::system_unbound().enqueue(job);
+    let _ = queue.enqueue(job.clone());
+    pending.jobs.push(job, GFP_KERNEL)?;
     Ok(())
 }
 
@@ -232,8 +365,9 @@ pub(crate) fn unfrozen(file: &File) -> Option<Result> {
     })
 }
 
-/// Waits for every queued reset, and logs how long the freeze of all devices took: from the
-/// beginning of the first freeze to the end of the last reset.
+/// Waits for every queued reset, [`WAIT_ALL_MS`] at most, and logs how long the freeze of all
+/// devices took: from the beginning of the first freeze to the end of the last reset. A reset
+/// that did not finish in time is logged with its device and left recorded as not done.
 pub(crate) fn wait_all() {
     let (jobs, first, frozen) = {
         let mut pending = PENDING.lock();
@@ -244,15 +378,25 @@ pub(crate) fn wait_all() {
     let Some(first) = first else {
         return;
     };
+    let waiting = Instant::<Monotonic>::now();
     let mut failed = 0;
     for job in &jobs {
-        job.done.wait_for_completion();
-        if job.result.load(Relaxed) != 0 {
+        while !job.finished.load(Acquire) && waiting.elapsed().as_millis() < WAIT_ALL_MS {
+            fsleep(Delta::from_micros(WAIT_POLL_US));
+        }
+        if !job.finished.load(Acquire) {
+            failed += 1;
+            pr_err!(
+                "{}: live update: reset not finished {} ms after the freezes; the kexec goes on and the next kernel resets the device at retrieve\n",
+                job.location,
+                WAIT_ALL_MS
+            );
+        } else if job.result.load(Relaxed) != 0 {
             failed += 1;
         }
     }
     pr_info!(
-        "live update: freeze of {} device(s) took {} us from the first freeze to the last reset done ({} resets, {} failed)\n",
+        "live update: freeze of {} device(s) took {} us from the first freeze to the last reset done ({} resets, {} failed or unfinished)\n",
         frozen,
         first.elapsed().as_micros_ceil(),
         crate::reset_mode().name(),

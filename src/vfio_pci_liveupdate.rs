@@ -5,18 +5,22 @@
 //! A Live Update Orchestrator (LUO) file handler, compatible string `"vfio-pci-v1"`, for VFIO
 //! device files of vfio-pci devices opened through `/dev/vfio/devices/vfioX`:
 //!
-//! - preserve: the device's segment, bus/device/function and identity go into a KHO blob, and the
+//! - preserve: only a file bound to iommufd (`VFIO_DEVICE_BIND_IOMMUFD`), which holds the device
+//!   open; the device's segment, bus/device/function and identity go into a KHO blob, and the
 //!   device into the handler's list of preserved devices (see [`incoming`]); a device has at most
 //!   one preserved file;
 //! - freeze (inside `reboot(LINUX_REBOOT_CMD_KEXEC)`): refused unless the device's interrupts are
-//!   disabled and it is in D0; then user access to the device is blocked (BAR mmaps zapped, `EIO`
-//!   on the old file), bus mastering is cleared, the device is reset and its saved configuration
-//!   state is restored. The resets of all devices run in parallel and are waited for before the
-//!   kexec (see [`reset`]); module parameter `serial_reset` resets in each freeze;
+//!   disabled (checked under vfio-pci's interrupt lock) and it is in D0; then user access to the
+//!   device is blocked (BAR mmaps zapped, `EIO` on the old file), bus mastering is cleared, the
+//!   device is reset and its configuration as it was just before, bus mastering off, restored.
+//!   The resets of all devices run in parallel, on the module's own workqueue, and are waited for
+//!   (10 s at most) before the kexec (see [`reset`]); module parameter `serial_reset` resets in
+//!   each freeze. Each reset's outcome goes into the list of preserved devices;
 //! - unfreeze (the kexec was cancelled after this file's freeze): the reset is waited for, bus
 //!   mastering is set back as it was and user access is given back;
 //! - retrieve (new kernel): the vfio-pci device at the same address, with the same identity, gets
-//!   a new device file, equivalent to opening its cdev;
+//!   a new device file, equivalent to opening its cdev; unless the previous kernel recorded its
+//!   reset as done, the device is reset first, and the retrieve fails with `EIO` if it cannot be;
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
 //!
 //! In the new kernel, the module reads the list of preserved devices when it loads; until a
@@ -38,7 +42,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
     },
     time::{Instant, Monotonic},
-    vfio::{self, lu_abi::Ser, IrqMode},
+    vfio::{self, lu_abi::Ser},
 };
 
 mod abi;
@@ -47,8 +51,8 @@ mod fault;
 mod incoming;
 mod reset;
 
-use abi::{Identity, Location};
-use reset::Mode;
+use abi::{Identity, Location, ResetRecord};
+use reset::{Fault, Mode, When};
 
 module! {
     type: VfioPciLiveUpdate,
@@ -116,6 +120,53 @@ fn log_not_vfio_pci(location: &Location) {
     }
 }
 
+/// Resets a retrieved device whose reset by the previous kernel was not done (`record`), before
+/// its file is handed out; fails with [`EIO`] if that reset cannot be done either.
+fn reset_at_retrieve(core: &vfio::PciCoreDevice, loc: &Location, record: ResetRecord) -> Result {
+    let pdev = core.pci();
+    let dev = pdev.as_ref();
+    dev_info!(
+        dev,
+        "live update: retrieve: {}; resetting the device before handing it out\n",
+        record.describe()
+    );
+    let fault = reset::injected(loc);
+    let refuse = |why: &str, err: Option<Error>| {
+        dev_err!(
+            dev,
+            "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {} ({:?})\n",
+            record.describe(),
+            why,
+            err
+        );
+        EIO
+    };
+    // Nobody opens the device meanwhile: it is held off until retrieved, and the set lock is
+    // what vfio-pci's own open and reset take.
+    let set = core.lock();
+    let _active = pdev
+        .runtime_resume()
+        .map_err(|e| refuse("cannot power it up", Some(e)))?;
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    let _held = (fault == Some(Fault::Locked))
+        .then(|| fault::hold_reset_lock(pdev))
+        .flatten();
+    let lock = reset::retry(|| pdev.try_lock_for_reset()).ok_or_else(|| {
+        refuse(
+            "the device or its upstream bridge stayed locked by someone else",
+            None,
+        )
+    })?;
+    reset::reset_locked(
+        &set,
+        pdev,
+        &lock,
+        When::Retrieve,
+        fault == Some(Fault::Error),
+    )
+    .map_err(|e| refuse("the reset did not work", Some(e)))
+}
+
 /// The LUO file handler for vfio-pci device files.
 struct Handler;
 
@@ -159,7 +210,17 @@ impl liveupdate::FileHandler for Handler {
         let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
-        incoming::preserving(pdev, &location)?;
+        incoming::preserving(pdev, &location, &identity)?;
+        // A file that is not bound does not hold the device open: another process may drive the
+        // device through a file of its own, and the freeze would reset it under that process.
+        if !vfio::Device::file_is_bound(file) {
+            incoming::unpreserved(&location);
+            dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: the file is not bound to iommufd (VFIO_DEVICE_BIND_IOMMUFD first)\n"
+            );
+            return Err(EBADFD);
+        }
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
         #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
@@ -183,15 +244,6 @@ impl liveupdate::FileHandler for Handler {
         let pdev = core.pci();
         let dev = pdev.as_ref();
 
-        let irqs = guard.irq_mode();
-        if irqs != IrqMode::None {
-            dev_err!(
-                dev,
-                "live update: cannot freeze: interrupts are enabled ({:?}); disable them with VFIO_DEVICE_SET_IRQS before the kexec\n",
-                irqs
-            );
-            return Err(EBUSY);
-        }
         let power = pdev.power_state();
         if power != PowerState::D0 {
             dev_err!(
@@ -202,9 +254,26 @@ impl liveupdate::FileHandler for Handler {
             return Err(EINVAL);
         }
         // Frozen means frozen: from here on the old file gets EIO and its BAR mmaps are gone.
-        // Taken before the reset locks: the memory lock comes after the set lock and before the
-        // device locks, as in vfio-pci's own reset.
-        guard.freeze_user_access();
+        // Refused, under vfio-pci's own interrupt lock, with interrupts on. Taken before the
+        // reset locks: the memory lock comes after the set lock and before the device locks, as
+        // in vfio-pci's own reset.
+        if let Err(e) = guard.freeze_user_access() {
+            dev_err!(
+                dev,
+                "live update: cannot freeze: interrupts are enabled ({:?}); disable them with VFIO_DEVICE_SET_IRQS before the kexec\n",
+                guard.irq_mode()
+            );
+            return Err(e);
+        }
+        let fault = match mode {
+            Mode::Serial => reset::injected(&state.location),
+            Mode::Parallel => None,
+        };
+        // A test holding the device's locks, as another task might.
+        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+        let _held = (fault == Some(Fault::Locked))
+            .then(|| fault::hold_reset_lock(pdev))
+            .flatten();
         let Some(lock) = pdev.try_lock_for_reset() else {
             guard.unfreeze_user_access();
             dev_err!(
@@ -220,23 +289,36 @@ impl liveupdate::FileHandler for Handler {
         // LUO unfreezes only the files frozen before this one: on failure, put this one back now.
         let res = match mode {
             Mode::Serial => {
-                let res = reset::reset_locked(pdev, &lock, None);
+                let res = reset::reset_locked(
+                    &guard,
+                    pdev,
+                    &lock,
+                    When::Serial,
+                    fault == Some(Fault::Error),
+                );
                 drop(lock);
-                res.inspect_err(|_| {
-                    pdev.set_bus_master(master);
-                    guard.unfreeze_user_access();
-                })
+                match res {
+                    Ok(()) => incoming::reset_outcome(&state.location, ResetRecord::Done),
+                    Err(_) => {
+                        pdev.set_bus_master(master);
+                        guard.unfreeze_user_access();
+                    }
+                }
+                res
             }
             Mode::Parallel => {
-                // The queued reset takes the locks itself, in its own task.
+                // The queued reset takes the locks itself, in its own task; until it records
+                // its outcome, the next kernel takes the device as not reset.
                 drop(lock);
                 drop(guard);
-                reset::start(file).inspect_err(|e| {
+                incoming::reset_outcome(&state.location, ResetRecord::Queued);
+                reset::start(file, state.location).inspect_err(|e| {
                     dev_err!(
                         dev,
                         "live update: cannot freeze: reset not queued: {:?}\n",
                         e
                     );
+                    incoming::reset_outcome(&state.location, ResetRecord::NotReset);
                     pdev.set_bus_master(master);
                     core.lock().unfreeze_user_access();
                 })
@@ -258,6 +340,8 @@ impl liveupdate::FileHandler for Handler {
 
     fn unfreeze(file: &File, state: &FileState, _data: &Ser) {
         let reset = reset::unfrozen(file);
+        // The device goes back to its user: a next freeze resets it again.
+        incoming::reset_outcome(&state.location, ResetRecord::NotReset);
         let Some(core) = vfio_pci_of(file) else {
             return;
         };
@@ -317,6 +401,10 @@ impl liveupdate::FileHandler for Handler {
                 dev,
                 "live update: retrieve: preserved in the upstream layout, identity not checked\n"
             ),
+        }
+        let record = incoming::reset_record(&location);
+        if record != ResetRecord::Done {
+            reset_at_retrieve(core, &location, record)?;
         }
         let file = vdev.open_cdev_file(RETRIEVED_FILE_NAME)?;
         incoming::retrieved(&location);
@@ -391,6 +479,8 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             fault <- fault::Knobs::new(),
         })
         .pin_chain(|this| {
+            // Until the workqueue is there, a freeze in parallel mode is refused (ENODEV).
+            reset::alloc_queue()?;
             this.handler.add_flb(&incoming::DEVICES)?;
             incoming::load();
             if module_parameters::bind_preserved.value() {
@@ -410,5 +500,8 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
 impl PinnedDrop for VfioPciLiveUpdate {
     fn drop(self: Pin<&mut Self>) {
         pr_info!("unregistering the LUO file handler\n");
+        // No file is preserved any more (each holds a reference on the module): no reset can be
+        // queued now, and the last ones finish before their workqueue is gone.
+        reset::exit();
     }
 }

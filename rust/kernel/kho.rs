@@ -6,7 +6,8 @@
 //! [`Handle`] is what travels to the next kernel (through the Live Update Orchestrator, for
 //! instance); there, [`Incoming<T>`] gives the same memory back, typed, and frees it when dropped.
 //! Dropping a [`Preserved<T>`] before the kexec unpreserves and frees it: nothing leaks on an
-//! abort path, and users never see a raw address.
+//! abort path, and users never see a raw address. [`Incoming::restore`] lets KHO check a handle
+//! before anything reads the memory behind it.
 //!
 //! C header: [`include/linux/kexec_handover.h`](srctree/include/linux/kexec_handover.h)
 
@@ -26,7 +27,7 @@ use core::{
 /// The handle of a KHO-preserved allocation: its physical address, as a `u64`.
 ///
 /// A handle is only a number; it can be copied, logged and passed around freely. Turning it back
-/// into memory is what needs care, see [`Incoming::from_handle`].
+/// into memory is what needs care, see [`Incoming::restore`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Handle(u64);
 
@@ -60,7 +61,7 @@ const fn check_blob<T: Blob>() {
 ///
 /// Dropping it unpreserves and frees the memory: that is the abort path, when the kexec does not
 /// happen. Once the kexec happens the memory belongs to the next kernel, which gets it back with
-/// [`Incoming::from_handle`].
+/// [`Incoming::restore`].
 ///
 /// # Invariants
 ///
@@ -126,46 +127,60 @@ impl<T: Blob> Drop for Preserved<T> {
 
 /// Memory preserved by the previous kernel as a [`Preserved<T>`], received in this one.
 ///
-/// Dropping it gives the memory back to the page allocator (`kho_restore_free`).
+/// [`Incoming::restore`] takes it over from KHO, which first checks that the handle names memory
+/// the previous kernel preserved: a corrupted handle gives an error, not a dereference of
+/// whatever memory it points to. Dropping it gives the memory back to the page allocator.
 ///
 /// # Invariants
 ///
-/// `ptr` is the direct-map address of the handle of a `Preserved<T>` of the previous kernel,
-/// owned by this object alone and not yet passed to `kho_restore_free`.
+/// `folio` is a folio that `kho_restore_folio()` returned for the handle of a `Preserved<T>` of
+/// the previous kernel, at least `size_of::<T>()` bytes long, owned by this object alone (one
+/// reference, dropped on drop); `ptr` is its address.
 pub struct Incoming<T: Blob> {
+    folio: NonNull<bindings::folio>,
     ptr: NonNull<T>,
     _t: PhantomData<T>,
 }
 
-// SAFETY: The memory is owned by the object; `kho_restore_free` may be called from any thread.
+// SAFETY: The memory is owned by the object; `folio_put` may be called from any thread.
 unsafe impl<T: Blob + Send> Send for Incoming<T> {}
 // SAFETY: Shared references only give `&T`.
 unsafe impl<T: Blob + Sync> Sync for Incoming<T> {}
 
 impl<T: Blob> Incoming<T> {
-    /// Takes ownership of preserved memory handed over by the previous kernel.
+    /// Takes over memory preserved by the previous kernel, after KHO checked that `handle` is
+    /// the address of memory it preserved. Fails with [`EINVAL`] when it is not (a corrupted or
+    /// foreign handle: the memory is not touched), and with [`EMSGSIZE`] when the preserved
+    /// memory is smaller than a `T`.
     ///
-    /// Any bytes are a valid `T` (`T: FromBytes`), so the content needs no trust; the handle does.
+    /// Any bytes are a valid `T` (`T: FromBytes`), so the content needs no trust.
     ///
     /// # Safety
     ///
-    /// `handle` must be the [`Preserved::handle`] of memory that the previous kernel allocated with
-    /// `kho_alloc_preserve` (by [`Preserved`] or by a C writer of the same ABI) and handed over
-    /// preserved, and nothing else may own that memory: no other [`Incoming`] for it may exist
-    /// at the same time, and nobody else may restore or free it.
-    pub unsafe fn from_handle(handle: Handle) -> Self {
+    /// Nothing else may own the memory behind `handle`: if it is preserved memory, it is the
+    /// handle of a `Preserved<T>` (or of a C writer of the same ABI) handed over to this caller,
+    /// which restores it once.
+    pub unsafe fn restore(handle: Handle) -> Result<Self> {
         const { check_blob::<T>() };
-        // SAFETY: The caller guarantees that `handle` is the physical address of preserved memory,
-        // which is in the direct map.
-        let ptr = unsafe { bindings::phys_to_virt(handle.0) }.cast::<T>();
-        // INVARIANT: The caller guarantees the origin and the exclusive ownership of the memory;
-        // KHO allocates whole pages, so it spans at least `size_of::<T>() <= PAGE_SIZE` bytes and
-        // is page aligned.
-        Self {
+        // SAFETY: `kho_restore_folio` accepts any address: it returns null unless the address is
+        // the start of memory that the previous kernel preserved, which it then hands over to
+        // us. By the safety requirements, nobody else owns that memory.
+        let folio = NonNull::new(unsafe { bindings::kho_restore_folio(handle.0) }).ok_or(EINVAL)?;
+        // SAFETY: `folio` is a valid folio, referenced by us.
+        if unsafe { bindings::folio_size(folio.as_ptr()) } < size_of::<T>() {
+            // SAFETY: We own the reference that `kho_restore_folio` gave.
+            unsafe { bindings::folio_put(folio.as_ptr()) };
+            return Err(EMSGSIZE);
+        }
+        // SAFETY: `folio` is a valid folio of the direct map (KHO preserves such memory).
+        let ptr = unsafe { bindings::folio_address(folio.as_ptr()) }.cast::<T>();
+        // INVARIANT: Restored above, large enough, ours; a folio is page aligned.
+        Ok(Self {
+            folio,
             // SAFETY: The direct-map address of memory is never null.
             ptr: unsafe { NonNull::new_unchecked(ptr) },
             _t: PhantomData,
-        }
+        })
     }
 }
 
@@ -181,9 +196,9 @@ impl<T: Blob> Deref for Incoming<T> {
 
 impl<T: Blob> Drop for Incoming<T> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants, `ptr` is preserved memory from the previous kernel that
-        // nobody restored yet; it is not used after this.
-        unsafe { bindings::kho_restore_free(self.ptr.as_ptr().cast()) };
+        // SAFETY: By the type invariants, we own the only reference to the restored folio; the
+        // memory is not used after this.
+        unsafe { bindings::folio_put(self.folio.as_ptr()) };
     }
 }
 
@@ -202,6 +217,14 @@ mod tests {
         assert_eq!(blob[3], 0x1234);
         // Dropping it unpreserves and frees it: the abort path.
         Ok(())
+    }
+
+    #[test]
+    fn memory_that_was_not_preserved_is_refused() {
+        // Far beyond any memory of the machine: KHO finds no page there and touches nothing.
+        // SAFETY: Nobody owns memory at that address.
+        let res = unsafe { Incoming::<u64>::restore(Handle::from_raw(1 << 50)) };
+        assert!(res.err() == Some(EINVAL));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! A handler implements [`FileHandler`] and keeps a [`Registration`] alive while it is loaded.
 //! What it preserves for a file is a typed [`kho::Preserved`] blob ([`FileHandler::Data`]) that
 //! this module allocates, hands over, gives back in the next kernel and frees on every path:
-//! unpreserve (the session was closed before the kexec) and finish.
+//! unpreserve (the session was closed before the kexec) and finish. In the next kernel the blob
+//! is read only after KHO checked that the handed-over handle names memory the previous kernel
+//! preserved ([`kho::Incoming::restore`]).
 //!
 //! C header: [`include/linux/liveupdate.h`](srctree/include/linux/liveupdate.h)
 
@@ -22,10 +24,10 @@ use crate::{
     kho,
     module::this_module,
     prelude::*,
-    sync::aref::ARef,
+    sync::{aref::ARef, Arc, Mutex},
     types::{ForeignOwnable, Opaque},
 };
-use core::{marker::PhantomData, mem::ManuallyDrop};
+use core::marker::PhantomData;
 
 /// Whether LUO is enabled on this boot (`liveupdate=on`).
 pub fn is_enabled() -> bool {
@@ -95,6 +97,11 @@ pub trait FileHandler: Sized + 'static {
 
     /// In the new kernel: makes the file that userspace gets back. LUO calls this at most once
     /// per incoming file and keeps the result, success or error.
+    ///
+    /// `data` is the blob the previous kernel preserved, taken over from KHO after it checked
+    /// that the handed-over handle names preserved memory. When it does not, retrieve fails with
+    /// [`EINVAL`] (logged with the handle) before this is called, [`Self::can_finish`] is not
+    /// asked about the file and [`Self::finish`] is not called for it.
     fn retrieve(data: &Self::Data) -> Result<ARef<File>>;
 
     /// Whether the session may finish as far as this file is concerned. `file` is the retrieved
@@ -222,17 +229,22 @@ impl<H: FileHandler> VTable<H> {
         H::unfreeze(file, &out.state, &out.data);
     }
 
-    /// Borrows the incoming blob of a file without taking ownership of it.
+    /// The handler's registration, from the handler pointer LUO passes to every callback.
     ///
     /// # Safety
     ///
-    /// `raw` is the serialized data LUO handed over for a file of this handler, whose blob is not
-    /// freed before the returned value is dropped.
-    unsafe fn incoming(raw: u64) -> ManuallyDrop<kho::Incoming<H::Data>> {
-        // SAFETY: LUO matched the file to this handler by its compatible string, so `raw` is the
-        // handle of the `kho::Preserved<H::Data>` that `preserve` made in the previous kernel (or
-        // of a blob of the same ABI); `ManuallyDrop` keeps the ownership with LUO until `finish`.
-        ManuallyDrop::new(unsafe { kho::Incoming::from_handle(kho::Handle::from_raw(raw)) })
+    /// `fh` is the `inner` field of a registered `Registration<H>`, which stays registered (and in
+    /// place) for `'a`.
+    unsafe fn registration<'a>(fh: *mut bindings::liveupdate_file_handler) -> &'a Registration<H> {
+        // SAFETY: By the safety requirements, `fh` is the `inner` field of a `Registration<H>`,
+        // which lives for `'a`; `Opaque<T>` is transparent over `T`.
+        unsafe {
+            &*crate::container_of!(
+                fh.cast::<Opaque<bindings::liveupdate_file_handler>>(),
+                Registration<H>,
+                inner
+            )
+        }
     }
 
     /// # Safety
@@ -241,9 +253,10 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: The blob is freed only in `finish`, which LUO does not run concurrently.
-        let data = unsafe { Self::incoming(args.serialized_data) };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
         from_result(|| {
+            let data = reg.incoming_data(args.serialized_data)?;
             let file = H::retrieve(&data)?;
             // LUO takes over the reference.
             args.file = ARef::into_raw(file).as_ptr().cast();
@@ -257,8 +270,12 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: The blob is freed only in `finish`, which LUO does not run concurrently.
-        let data = unsafe { Self::incoming(args.serialized_data) };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
+        // Without usable preserved data the file cannot be retrieved: nothing to wait for.
+        let Ok(data) = reg.incoming_data(args.serialized_data) else {
+            return true;
+        };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
         H::can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
@@ -271,12 +288,17 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: See `incoming`; this is the last use of the blob, so ownership is taken here.
-        let data = ManuallyDrop::into_inner(unsafe { Self::incoming(args.serialized_data) });
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
+        let data = reg.incoming_data(args.serialized_data);
+        reg.forget_incoming(args.serialized_data);
+        let Ok(data) = data else {
+            return;
+        };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
         H::finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
-        // Dropping `data` gives the blob back to the page allocator.
+        // Dropping the last reference to `data` gives the blob back to the page allocator.
     }
 }
 
@@ -367,11 +389,18 @@ impl<F: Flb> FlbVTable<F> {
         // FLB is registered, and forgets the handed-over entry once it is consumed, so a reloaded
         // module does not get it again.
         let handle = kho::Handle::from_raw(args.data);
-        // SAFETY: LUO matched the data by the compatible string: it is the handle of the
-        // `kho::Preserved<F::Data>` that `preserve` made in the previous kernel, and nothing else
-        // owns that memory (see above).
-        let data = unsafe { kho::Incoming::<F::Data>::from_handle(handle) };
         from_result(|| {
+            // SAFETY: LUO matched the data by the compatible string: if it is preserved memory,
+            // it is the `kho::Preserved<F::Data>` that `preserve` made in the previous kernel, and
+            // nothing else owns it (see above).
+            let data = unsafe { kho::Incoming::<F::Data>::restore(handle) }.inspect_err(|e| {
+                pr_err!(
+                    "liveupdate: FLB {}: the handed-over data at {:#x} is not preserved memory: {:?}\n",
+                    F::COMPATIBLE.to_str().unwrap_or("?"),
+                    handle.as_raw(),
+                    e
+                )
+            })?;
             let obj = KBox::new(F::retrieve(&data)?, GFP_KERNEL)?;
             args.obj = obj.into_foreign();
             Ok(0)
@@ -478,6 +507,10 @@ impl<F: Flb> FlbDef<F> {
     }
 }
 
+/// The blob of an incoming file of handler `H`, by its serialized handle, or why it could not be
+/// restored.
+type IncomingBlob<H> = (u64, Result<Arc<kho::Incoming<<H as FileHandler>::Data>>>);
+
 /// A registered LUO file handler.
 ///
 /// Registers on creation and unregisters on drop. LUO takes a reference on the owner module for
@@ -491,6 +524,11 @@ impl<F: Flb> FlbDef<F> {
 pub struct Registration<H: FileHandler> {
     #[pin]
     inner: Opaque<bindings::liveupdate_file_handler>,
+    /// The blobs of incoming files, by serialized handle: restored from KHO (which checks the
+    /// handle) on first use, kept until the file is finished. A failed restore is kept too, so
+    /// that the memory is restored at most once.
+    #[pin]
+    incoming: Mutex<KVec<IncomingBlob<H>>>,
     _h: PhantomData<H>,
 }
 
@@ -504,6 +542,8 @@ impl<H: FileHandler> Registration<H> {
     /// and with `EEXIST` when a handler with the same compatible string is registered.
     pub fn register() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            // Before the registration: LUO may call back as soon as the handler is registered.
+            incoming <- crate::new_mutex!(KVec::new()),
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
                 let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
                 let compat = H::COMPATIBLE.to_bytes_with_nul();
@@ -523,6 +563,34 @@ impl<H: FileHandler> Registration<H> {
             }),
             _h: PhantomData,
         })
+    }
+
+    /// The blob of the incoming file whose serialized data is `raw`, restored on first use.
+    fn incoming_data(&self, raw: u64) -> Result<Arc<kho::Incoming<H::Data>>> {
+        let mut table = self.incoming.lock();
+        if let Some((_, data)) = table.iter().find(|(h, _)| *h == raw) {
+            return data.clone();
+        }
+        // SAFETY: LUO matched the file to this handler by its compatible string: if `raw` is
+        // preserved memory, it is the `kho::Preserved<H::Data>` that `preserve` made in the
+        // previous kernel (or a blob of the same ABI), which only this table restores.
+        let data = unsafe { kho::Incoming::<H::Data>::restore(kho::Handle::from_raw(raw)) }
+            .and_then(|d| Ok(Arc::new(d, GFP_KERNEL)?))
+            .inspect_err(|e| {
+                pr_err!(
+                    "liveupdate: {}: the preserved data of an incoming file, at {:#x}, is not preserved memory: {:?}\n",
+                    H::COMPATIBLE.to_str().unwrap_or("?"),
+                    raw,
+                    e
+                )
+            });
+        table.push((raw, data.clone()), GFP_KERNEL)?;
+        data
+    }
+
+    /// Drops this handler's reference to the blob of a finished incoming file.
+    fn forget_incoming(&self, raw: u64) {
+        self.incoming.lock().retain(|(h, _)| *h != raw);
     }
 }
 

@@ -311,6 +311,15 @@ impl PciCoreDevice {
         // INVARIANT: The lock is held.
         PciCoreGuard(self)
     }
+
+    /// Takes the lock of the device's VFIO device set if it is free, without sleeping.
+    pub fn try_lock(&self) -> Option<PciCoreGuard<'_>> {
+        // SAFETY: By the type invariants, the device is registered, so `dev_set` is valid.
+        let locked =
+            unsafe { bindings::mutex_trylock(&raw mut (*(*self.as_raw()).vdev.dev_set).lock) };
+        // INVARIANT: The lock is held when `mutex_trylock` returns 1.
+        (locked != 0).then_some(PciCoreGuard(self))
+    }
 }
 
 /// A vfio-pci device with its device-set lock held.
@@ -321,10 +330,12 @@ impl PciCoreDevice {
 pub struct PciCoreGuard<'a>(&'a PciCoreDevice);
 
 impl PciCoreGuard<'_> {
-    /// The interrupt mode userspace has set with `VFIO_DEVICE_SET_IRQS`.
+    /// The interrupt mode userspace has set with `VFIO_DEVICE_SET_IRQS`, as a snapshot for
+    /// messages: vfio-pci changes it under its `igate` lock, which this does not take
+    /// ([`PciCoreGuard::freeze_user_access`] checks it under that lock).
     pub fn irq_mode(&self) -> IrqMode {
-        // SAFETY: The device is valid; `irq_type` is an `int` written under the set lock we hold
-        // (and vfio-pci's `igate`), read once.
+        // SAFETY: The device is valid; `irq_type` is an `int`, read once, without the lock that
+        // covers its changes (a snapshot, as documented).
         let t = unsafe { core::ptr::read_volatile(&raw const (*self.0.as_raw()).irq_type) };
         // CAST: The IRQ indices are small constants.
         match t as u32 {
@@ -337,11 +348,14 @@ impl PciCoreGuard<'_> {
 
     /// Blocks user access to the device before a live update resets it: zaps the BAR mmaps,
     /// revokes the dma-bufs, and makes the device's ioctls, reads, writes and mmaps fail with
-    /// `EIO` until [`PciCoreGuard::unfreeze_user_access`].
-    pub fn freeze_user_access(&self) {
+    /// `EIO` until [`PciCoreGuard::unfreeze_user_access`]. Fails with [`EBUSY`], and blocks
+    /// nothing, if userspace has interrupts enabled; vfio-pci checks that under the lock with
+    /// which `VFIO_DEVICE_SET_IRQS` enables them, so no call racing with this one enables them
+    /// after it.
+    pub fn freeze_user_access(&self) -> Result {
         // SAFETY: The device is valid and, by the type invariants, its set lock is held, as the
         // function requires.
-        unsafe { bindings::vfio_pci_core_lu_freeze(self.0.as_raw()) };
+        to_result(unsafe { bindings::vfio_pci_core_lu_freeze(self.0.as_raw()) })
     }
 
     /// Gives user access back after [`PciCoreGuard::freeze_user_access`] (a cancelled kexec).
@@ -376,7 +390,9 @@ pub mod lu_abi {
     pub use bindings::{
         vfio_pci_core_device_ser as CoreSer,
         vfio_pci_lu_dev_ser as DevSer,
+        vfio_pci_lu_dev_v1_ser as DevV1Ser,
         vfio_pci_lu_devs_ser as DevsSer,
+        vfio_pci_lu_devs_v1_ser as DevsV1Ser,
         vfio_pci_lu_ext as Ext,
         vfio_pci_lu_identity as IdentitySer,
         vfio_pci_lu_ser as Ser, //
@@ -402,6 +418,24 @@ pub mod lu_abi {
     /// How many devices the list holds.
     // CAST: A small constant.
     pub const DEVS_MAX: usize = bindings::VFIO_PCI_LU_DEVS_MAX as usize;
+    /// The version of the older list, which is still read.
+    // CAST: A small constant.
+    pub const DEVS_V1_VERSION: u16 = bindings::VFIO_PCI_LU_DEVS_V1_VERSION as u16;
+    /// How many devices the older list holds.
+    // CAST: A small constant.
+    pub const DEVS_V1_MAX: usize = bindings::VFIO_PCI_LU_DEVS_V1_MAX as usize;
+    /// `reset` of a list entry: the device was not reset (preserved, or unfrozen).
+    // CAST: A small constant.
+    pub const RESET_NONE: u8 = bindings::VFIO_PCI_LU_RESET_NONE as u8;
+    /// `reset` of a list entry: the freeze started the reset, its end was not seen.
+    // CAST: A small constant.
+    pub const RESET_QUEUED: u8 = bindings::VFIO_PCI_LU_RESET_QUEUED as u8;
+    /// `reset` of a list entry: the reset and the restore of the configuration completed.
+    // CAST: A small constant.
+    pub const RESET_DONE: u8 = bindings::VFIO_PCI_LU_RESET_DONE as u8;
+    /// `reset` of a list entry: the reset failed or did not get the device's locks in time.
+    // CAST: A small constant.
+    pub const RESET_FAILED: u8 = bindings::VFIO_PCI_LU_RESET_FAILED as u8;
 
     /// `magic` of the extension.
     pub const EXT_MAGIC: u32 = bindings::VFIO_PCI_LU_EXT_MAGIC;
@@ -427,15 +461,25 @@ pub mod lu_abi {
     static_assert!(size_of::<Ser>() == 30);
     static_assert!(align_of::<Ser>() == 1);
 
-    static_assert!(size_of::<DevSer>() == 8);
+    static_assert!(size_of::<DevSer>() == 24);
+    static_assert!(offset_of!(DevSer, reset) == 6);
+    static_assert!(offset_of!(DevSer, id) == 8);
     static_assert!(offset_of!(DevsSer, devs) == 8);
-    static_assert!(size_of::<DevsSer>() == 8 + 8 * DEVS_MAX);
+    static_assert!(size_of::<DevsSer>() == 4096);
+    static_assert!(8 + 24 * DEVS_MAX <= 4096);
+    static_assert!(size_of::<DevV1Ser>() == 8);
+    static_assert!(offset_of!(DevsV1Ser, devs) == 8);
+    static_assert!(size_of::<DevsV1Ser>() == 8 + 8 * DEVS_V1_MAX);
 
-    // SAFETY: `DevsSer` is a packed C struct of integers (and an array of such): every bit
+    // SAFETY: `DevsSer` is a packed C struct of integers (and arrays of such): every bit
     // pattern is valid and it has no interior mutability.
     unsafe impl FromBytes for DevsSer {}
     // SAFETY: `DevsSer` is a packed C struct of integers: it has no padding bytes.
     unsafe impl AsBytes for DevsSer {}
+    // SAFETY: As for `DevsSer`.
+    unsafe impl FromBytes for DevsV1Ser {}
+    // SAFETY: As for `DevsSer`.
+    unsafe impl AsBytes for DevsV1Ser {}
 
     // SAFETY: `Ser` is a packed C struct of integers: every bit pattern is valid and it has no
     // interior mutability.

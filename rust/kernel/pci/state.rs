@@ -111,6 +111,30 @@ impl Device {
         ret == 0 && cmd & bindings::PCI_COMMAND_MASTER as u16 != 0
     }
 
+    /// Reads the function's command register from the device (`0xffff` if the read fails).
+    pub fn command(&self) -> u16 {
+        let mut cmd: u16 = 0;
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `cmd` is a
+        // valid `u16` to write to.
+        let ret = unsafe {
+            bindings::pci_read_config_word(self.as_raw(), bindings::PCI_COMMAND as i32, &mut cmd)
+        };
+        if ret == 0 {
+            cmd
+        } else {
+            u16::MAX
+        }
+    }
+
+    /// Resumes the function through runtime power management, if it is runtime suspended, and
+    /// keeps it active until the returned guard is dropped.
+    pub fn runtime_resume(&self) -> Result<RuntimeActive<'_>> {
+        // SAFETY: `self` is a valid `struct pci_dev`, so its embedded `struct device` is valid.
+        to_result(unsafe { bindings::pm_runtime_resume_and_get(self.as_ref().as_raw()) })?;
+        // INVARIANT: The usage count was taken above.
+        Ok(RuntimeActive(self))
+    }
+
     /// Enables or disables bus mastering (DMA) for the function.
     ///
     /// For a function bound to another driver, the caller must hold whatever lock that driver
@@ -230,7 +254,14 @@ impl ResetLock<'_> {
         to_result(unsafe { bindings::__pci_reset_function_locked(self.dev.as_raw()) })
     }
 
-    /// Writes back the configuration space last saved for the function (by its driver).
+    /// Saves the function's configuration space as it is now, for [`ResetLock::restore_state`].
+    pub fn save_state(&self) {
+        // SAFETY: `dev` is a valid `struct pci_dev`, locked by this object.
+        unsafe { bindings::pci_save_state(self.dev.as_raw()) };
+    }
+
+    /// Writes back the configuration space last saved for the function (by its driver, or by
+    /// [`ResetLock::save_state`]).
     pub fn restore_state(&self) {
         // SAFETY: `dev` is a valid `struct pci_dev`.
         unsafe { bindings::pci_restore_state(self.dev.as_raw()) };
@@ -245,5 +276,19 @@ impl Drop for ResetLock<'_> {
             // SAFETY: By the type invariants, this object holds the lock of `b`.
             unsafe { bindings::pci_dev_unlock(b.as_raw()) };
         }
+    }
+}
+
+/// A PCI function kept active by runtime power management, from [`Device::runtime_resume`].
+///
+/// # Invariants
+///
+/// This object holds one runtime PM usage count of the function, dropped on drop.
+pub struct RuntimeActive<'a>(&'a Device);
+
+impl Drop for RuntimeActive<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, this object holds a usage count of the valid device.
+        unsafe { bindings::pm_runtime_put(self.0.as_ref().as_raw()) };
     }
 }

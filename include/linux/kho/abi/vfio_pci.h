@@ -116,16 +116,31 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
  * Besides one blob per file, the handler keeps one list of all the devices
  * it preserves, as LUO File-Lifecycle-Bound data under the compatible string
  * %VFIO_PCI_LUO_FLB_COMPATIBLE: &struct vfio_pci_lu_devs_ser, one page made
- * when the first device file is preserved, updated as files are preserved
- * and unpreserved, and handed over with the files. The new kernel reads it
- * when the handler's module loads, before any file is retrieved, to keep
- * other openers (and, if asked, other drivers) away from those devices.
- * The old kernel uses it to refuse a second file of a preserved device.
+ * when the first device file is preserved, updated as files are preserved,
+ * frozen, reset and unpreserved, and handed over with the files. The new
+ * kernel reads it when the handler's module loads, before any file is
+ * retrieved, to keep other openers (and, if asked, other drivers) away from
+ * those devices, and to learn whether the previous kernel's reset of each
+ * device completed. The old kernel uses it to refuse a second file of a
+ * preserved device.
  *
- * @magic is %VFIO_PCI_LU_DEVS_MAGIC and @version %VFIO_PCI_LU_DEVS_VERSION;
- * a reader that finds anything else, or a @count above
- * %VFIO_PCI_LU_DEVS_MAX, ignores the list (the files themselves are still
- * retrieved as usual). Entries are unique and in no particular order.
+ * @magic is %VFIO_PCI_LU_DEVS_MAGIC. Version 2 (%VFIO_PCI_LU_DEVS_VERSION,
+ * &struct vfio_pci_lu_dev_ser entries) adds the device's identity and the
+ * outcome of its reset at freeze; version 1 (&struct vfio_pci_lu_dev_v1_ser
+ * entries, location only) is still read, and its devices count as not reset.
+ * A reader that finds another magic or version, or a @count above the
+ * version's maximum, ignores the list (the files themselves are still
+ * retrieved, and reset at retrieve). Entries are unique and in no particular
+ * order.
+ *
+ * The reset outcome (@reset of an entry) is written by the old kernel until
+ * the kexec jumps: %VFIO_PCI_LU_RESET_NONE when the device was preserved,
+ * %VFIO_PCI_LU_RESET_QUEUED when its freeze started the reset,
+ * %VFIO_PCI_LU_RESET_DONE once the reset and the restore of its
+ * configuration completed, %VFIO_PCI_LU_RESET_FAILED when the reset failed
+ * or could not take the device's locks in time. The new kernel trusts only
+ * %VFIO_PCI_LU_RESET_DONE and resets the device itself at retrieve for any
+ * other value.
  */
 
 /* Compatible string of the handler's list of preserved devices */
@@ -133,37 +148,79 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
 
 /* "VFDL" read as a little-endian u32 */
 #define VFIO_PCI_LU_DEVS_MAGIC		0x4c444656
-#define VFIO_PCI_LU_DEVS_VERSION	1
+#define VFIO_PCI_LU_DEVS_VERSION	2
 /* Entries that fit in one 4 KiB page after the header */
-#define VFIO_PCI_LU_DEVS_MAX		511
+#define VFIO_PCI_LU_DEVS_MAX		170
+#define VFIO_PCI_LU_DEVS_V1_VERSION	1
+#define VFIO_PCI_LU_DEVS_V1_MAX		511
+
+/* Values of vfio_pci_lu_dev_ser.reset */
+#define VFIO_PCI_LU_RESET_NONE		0
+#define VFIO_PCI_LU_RESET_QUEUED	1
+#define VFIO_PCI_LU_RESET_DONE		2
+#define VFIO_PCI_LU_RESET_FAILED	3
 
 /**
- * struct vfio_pci_lu_dev_ser - One preserved device in the list
+ * struct vfio_pci_lu_dev_ser - One preserved device in the list (version 2)
  * @domain: PCI segment (domain) number of the device
  * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
+ * @reset: outcome of the reset at freeze, a %VFIO_PCI_LU_RESET_* value
  * @reserved: zero
+ * @id: identity of the device when it was preserved
  */
 struct vfio_pci_lu_dev_ser {
 	u32 domain;
 	u16 bdf;
-	u16 reserved;
+	u8 reset;
+	u8 reserved;
+	struct vfio_pci_lu_identity id;
 } __packed;
 
 /**
- * struct vfio_pci_lu_devs_ser - The list of preserved devices
+ * struct vfio_pci_lu_devs_ser - The list of preserved devices (version 2)
  * @magic: %VFIO_PCI_LU_DEVS_MAGIC
  * @version: %VFIO_PCI_LU_DEVS_VERSION
  * @count: entries of @devs in use, the first @count
  * @devs: the preserved devices
+ * @reserved: zero
  */
 struct vfio_pci_lu_devs_ser {
 	u32 magic;
 	u16 version;
 	u16 count;
 	struct vfio_pci_lu_dev_ser devs[VFIO_PCI_LU_DEVS_MAX];
+	u8 reserved[8];
 } __packed;
 
-static_assert(sizeof(struct vfio_pci_lu_dev_ser) == 8);
+/**
+ * struct vfio_pci_lu_dev_v1_ser - One preserved device in a version 1 list
+ * @domain: PCI segment (domain) number of the device
+ * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
+ * @reserved: zero
+ */
+struct vfio_pci_lu_dev_v1_ser {
+	u32 domain;
+	u16 bdf;
+	u16 reserved;
+} __packed;
+
+/**
+ * struct vfio_pci_lu_devs_v1_ser - The list of preserved devices (version 1)
+ * @magic: %VFIO_PCI_LU_DEVS_MAGIC
+ * @version: %VFIO_PCI_LU_DEVS_V1_VERSION
+ * @count: entries of @devs in use, the first @count
+ * @devs: the preserved devices
+ */
+struct vfio_pci_lu_devs_v1_ser {
+	u32 magic;
+	u16 version;
+	u16 count;
+	struct vfio_pci_lu_dev_v1_ser devs[VFIO_PCI_LU_DEVS_V1_MAX];
+} __packed;
+
+static_assert(sizeof(struct vfio_pci_lu_dev_ser) == 24);
 static_assert(sizeof(struct vfio_pci_lu_devs_ser) == 4096);
+static_assert(sizeof(struct vfio_pci_lu_dev_v1_ser) == 8);
+static_assert(sizeof(struct vfio_pci_lu_devs_v1_ser) == 4096);
 
 #endif /* _LINUX_KHO_ABI_VFIO_PCI_H */

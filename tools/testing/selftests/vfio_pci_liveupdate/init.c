@@ -124,6 +124,34 @@ static void load_module(void)
 }
 
 /*
+ * Keep the module's bind_preserved lines of the kernel log, from the
+ * beginning of the log, in VFIO_LU_AT_LOAD_LOG: the tests check their
+ * content long after, when the log may have moved on.
+ */
+static void record_load_log(void)
+{
+	int kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	FILE *out = fopen(VFIO_LU_AT_LOAD_LOG, "we");
+	char rec[2048];
+	ssize_t n;
+
+	while (kmsg >= 0 && out) {
+		n = read(kmsg, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		if (strstr(rec, "live update: bind_preserved"))
+			fputs(strchr(rec, ';') ? strchr(rec, ';') + 1 : rec, out);
+	}
+	if (out)
+		fclose(out);
+	if (kmsg >= 0)
+		close(kmsg);
+}
+
+/*
  * Record "<bdf> <driver or -> <driver_override>" for every PCI function in
  * VFIO_LU_AT_LOAD: what the module did to them when it loaded, before
  * bind_devices() does what a VMM's set-up script would.
@@ -156,6 +184,7 @@ out:
 		fclose(out);
 	if (dir)
 		closedir(dir);
+	record_load_log();
 }
 
 /* driver_override + drivers_probe, as a VMM's set-up script would do. */
@@ -311,6 +340,7 @@ int main(void)
 	record_drivers();
 	bind_devices("vfio_lu_devs");
 	bind_devices("vfio_lu_fault_devs");
+	bind_devices("vfio_lu_reset_devs");
 
 	if (stage == 1) {
 		ret = kexec_load_next();

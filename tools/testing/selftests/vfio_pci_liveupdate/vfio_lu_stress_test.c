@@ -9,11 +9,21 @@
  *  - the VMM closing its device fd while the file is preserved: the session
  *    keeps the device open until it is closed;
  *  - unbinding vfio-pci from a preserved device: the unbind waits for the
- *    session to let the device go, and a kexec meanwhile is refused.
+ *    session to let the device go, and a kexec meanwhile is refused;
+ *  - a thread of the VMM enabling MSI-X and bus mastering in a loop while
+ *    the kexec freezes its device, 20 times: the device is never frozen
+ *    (reset) with interrupts or bus mastering on;
+ *  - 50 times (parallel resets; 5 with serial resets): a kexec cancelled
+ *    after a device's freeze queued its reset, the session closed and the
+ *    module unloaded at once, then loaded again: no reset of the module
+ *    runs after it is gone (KASAN watches).
  */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/pci_regs.h>
 #include <linux/reboot.h>
 
 #include "vfio_lu_util.h"
@@ -24,6 +34,9 @@
 #define CHILD_CYCLES	300
 /* Per test: the debug kernel (KASAN, lockdep, kmemleak) is slow under TCG. */
 #define TIMEOUT_S	300
+/* Queued resets exist only in parallel mode; serial mode does a few rounds. */
+#define UNLOADS		50
+#define UNLOADS_SERIAL	5
 
 FIXTURE(stress) {
 	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
@@ -203,6 +216,173 @@ TEST_F_TIMEOUT(stress, unbind_vfio_pci_while_preserved, TIMEOUT_S)
 	EXPECT_LE(0, fd);
 	if (fd >= 0)
 		close(fd);
+}
+
+#define RACES		20
+
+/* MSI-X vector 0 on (an eventfd trigger) or off, through a bound device fd. */
+static int set_msix(int fd, bool on)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
+	int efd = -1, ret;
+
+	memset(buf, 0, sizeof(buf));
+	set->argsz = sizeof(*set);
+	set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+	set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
+	if (on) {
+		efd = eventfd(0, EFD_CLOEXEC);
+		if (efd < 0)
+			return -errno;
+		set->argsz = sizeof(buf);
+		set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
+		set->count = 1;
+		memcpy(set->data, &efd, sizeof(efd));
+	}
+	ret = ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
+	if (efd >= 0)
+		close(efd);
+	return ret;
+}
+
+/* A VMM thread that keeps turning MSI-X and bus mastering on. */
+struct racer {
+	int fd;
+	off_t cmd_off;		/* the command register in the config region */
+	atomic_bool stop;
+	int msix_ok, msix_eio, cmd_ok, cmd_eio;
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	uint16_t cmd = PCI_COMMAND_MEMORY;
+
+	while (!atomic_load(&r->stop)) {
+		int ret = set_msix(r->fd, true);
+
+		if (!ret) {
+			r->msix_ok++;
+			set_msix(r->fd, false);
+		} else if (ret == -EIO) {
+			r->msix_eio++;
+		}
+		/* Frozen, the read fails too: write what was read last. */
+		if (pread(r->fd, &cmd, sizeof(cmd), r->cmd_off) != sizeof(cmd))
+			cmd &= PCI_COMMAND_MEMORY | PCI_COMMAND_IO | PCI_COMMAND_MASTER;
+		cmd |= PCI_COMMAND_MASTER;
+		if (pwrite(r->fd, &cmd, sizeof(cmd), r->cmd_off) == sizeof(cmd))
+			r->cmd_ok++;
+		else if (errno == EIO)
+			r->cmd_eio++;
+	}
+	return NULL;
+}
+
+/*
+ * Another thread of the VMM enables MSI-X and bus mastering on a device, in
+ * a loop, while the kexec freezes it (and is then refused by the second
+ * device, which has INTx on). Whatever the timing, the freeze either refuses
+ * (interrupts on, EBUSY) or wins: then no racing call takes effect while
+ * the device is frozen, and the module's record of the reset that followed
+ * (debugfs resets, read from the device) shows interrupts off and bus
+ * mastering off when the reset began.
+ */
+TEST_F_TIMEOUT(stress, racing_vmm_calls_do_not_undo_a_freeze, TIMEOUT_S)
+{
+	struct vfio_region_info cfg = {
+		.argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX,
+	};
+	const char *bdf = self->devs[0].bdf;
+	struct vfio_lu_reset_record rec, prev;
+	int i, session, fd0, fd1, ret, frozen = 0;
+	struct racer r = {};
+	pthread_t thread;
+
+	if (access(VFIO_LU_RESETS, R_OK))
+		SKIP(return, "no %s (fault injection off)", VFIO_LU_RESETS);
+	fd0 = vfio_lu_bound_cdev(bdf, self->iommufd);
+	fd1 = vfio_lu_bound_cdev(self->devs[1].bdf, self->iommufd);
+	ASSERT_LE(0, fd0);
+	ASSERT_LE(0, fd1);
+	ASSERT_EQ(0, ioctl(fd0, VFIO_DEVICE_GET_REGION_INFO, &cfg));
+	ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
+	for (i = 0; i < RACES; i++) {
+		session = vfio_lu_create_session(self->luo, "vfio-lu-stress-race");
+		ASSERT_LE(0, session);
+		ASSERT_EQ(0, vfio_lu_preserve(session, fd0, TOKEN));
+		ASSERT_EQ(0, vfio_lu_preserve(session, fd1, TOKEN + 1));
+		if (vfio_lu_last_reset(bdf, &prev))
+			prev.seq = 0;
+		r = (struct racer){ .fd = fd0, .cmd_off = cfg.offset + PCI_COMMAND };
+		ASSERT_EQ(0, pthread_create(&thread, NULL, race, &r));
+		usleep(1000 * (i % 5));
+		ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+			      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
+		atomic_store(&r.stop, true);
+		pthread_join(thread, NULL);
+		ASSERT_EQ(-EBUSY, ret) TH_LOG("round %d", i);
+		close(session);
+		set_msix(fd0, false);
+		if (vfio_lu_last_reset(bdf, &rec) || rec.seq == prev.seq)
+			continue;	/* refused by this device: interrupts were on */
+		frozen++;
+		EXPECT_EQ(0, rec.irqs) TH_LOG("round %d: frozen and reset with MSI-X on", i);
+		EXPECT_EQ(0, rec.before & PCI_COMMAND_MASTER)
+			TH_LOG("round %d: bus mastering on when the reset began (%#x)", i,
+			       rec.before);
+		TH_LOG("round %d: frozen; racing calls: MSI-X %d ok %d EIO, command %d ok %d EIO",
+		       i, r.msix_ok, r.msix_eio, r.cmd_ok, r.cmd_eio);
+	}
+	/* The freeze must have won some rounds, or nothing was tested. */
+	EXPECT_LT(0, frozen);
+	vfio_lu_set_intx(fd1, false);
+	close(fd1);
+	close(fd0);
+}
+
+/*
+ * A cancelled kexec unfreezes the devices whose freeze queued a reset; the
+ * module may be unloaded as soon as their session is closed. The resets run
+ * on the module's own workqueue, which the unload destroys after the last
+ * one: unloading at once, 50 times, is clean under KASAN, and the module
+ * loads again each time. The second device, with interrupts on, refuses.
+ */
+TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
+{
+	/* Two devices with an FLR: a bus reset at each open would take longer. */
+	const char *first = self->devs[0].bdf, *last = self->devs[1].bdf;
+	int i, session, fd0, fd1, modfd, ret, rounds;
+	char params[256];
+
+	vfio_lu_module_params(params, sizeof(params));
+	rounds = vfio_lu_param_on("serial_reset") ? UNLOADS_SERIAL : UNLOADS;
+	for (i = 0; i < rounds; i++) {
+		session = vfio_lu_create_session(self->luo, "vfio-lu-stress-unload");
+		ASSERT_LE(0, session);
+		fd0 = vfio_lu_bound_cdev(first, self->iommufd);
+		fd1 = vfio_lu_bound_cdev(last, self->iommufd);
+		ASSERT_LE(0, fd0);
+		ASSERT_LE(0, fd1);
+		ASSERT_EQ(0, vfio_lu_preserve(session, fd0, TOKEN));
+		ASSERT_EQ(0, vfio_lu_preserve(session, fd1, TOKEN + 1));
+		/* The last device refuses the kexec, after the first froze. */
+		ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
+		ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+			      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
+		ASSERT_EQ(-EBUSY, ret) TH_LOG("round %d", i);
+		close(session);
+		close(fd1);
+		close(fd0);
+		ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
+		ASSERT_EQ(0, ret) TH_LOG("round %d: unload: %s", i, strerror(-ret));
+		modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
+		ASSERT_LE(0, modfd);
+		ret = syscall(SYS_finit_module, modfd, params, 0) ? -errno : 0;
+		close(modfd);
+		ASSERT_EQ(0, ret) TH_LOG("round %d: load: %s", i, strerror(-ret));
+	}
 }
 
 TEST_HARNESS_MAIN

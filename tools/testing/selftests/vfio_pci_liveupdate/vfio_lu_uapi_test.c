@@ -176,14 +176,43 @@ TEST_F(luo, second_file_of_a_device_refused)
 	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
 	EXPECT_EQ(-EBUSY, vfio_lu_preserve(session2, fd2, TOKEN));
 
-	/* The first file's session closed: the device is free for the second. */
+	/*
+	 * The first file's session closed and the file closed: the device is
+	 * free for the second, once it is bound.
+	 */
 	close(self->session);
 	self->session = -1;
+	close(fd);
+	ASSERT_EQ(0, vfio_lu_bind(fd2, self->iommufd));
 	EXPECT_EQ(0, vfio_lu_preserve(session2, fd2, TOKEN));
 	if (kmsg >= 0)
 		close(kmsg);
 	close(session2);
 	close(fd2);
+}
+
+/*
+ * Only a file that holds the device open may be preserved: one bound with
+ * VFIO_DEVICE_BIND_IOMMUFD. An unbound cdev file is refused with EBADFD and
+ * a log line naming the device (its freeze would reset a device that
+ * another process may be driving); bound, the same file is taken.
+ */
+TEST_F(luo, unbound_cdev_fd_refused)
+{
+	int fd = vfio_lu_open_cdev(self->dev.bdf), kmsg = vfio_lu_kmsg_open();
+	char needle[160];
+
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-EBADFD, vfio_lu_preserve(self->session, fd, TOKEN));
+	snprintf(needle, sizeof(needle),
+		 "%s: live update: cannot preserve: the file is not bound to iommufd",
+		 self->dev.bdf);
+	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
+	/* Nothing of the refused file stays behind: bound, it is preserved. */
+	ASSERT_EQ(0, vfio_lu_bind(fd, self->iommufd));
+	EXPECT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	if (kmsg >= 0)
+		close(kmsg);
 	close(fd);
 }
 

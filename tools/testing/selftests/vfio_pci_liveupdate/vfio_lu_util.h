@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <linux/iommufd.h>
 #include <linux/liveupdate.h>
 #include <linux/vfio.h>
@@ -324,6 +326,18 @@ static inline int vfio_lu_group_device_fd(const char *bdf)
 
 /* Where init records, right after loading the module, each PCI function's driver and override. */
 #define VFIO_LU_AT_LOAD		"/tmp/vfio-lu-at-load"
+/*
+ * The reset test's devices (vfio_lu_reset_devs, sorted by address): three
+ * with faults, the one whose session is abandoned (and, with
+ * bind_preserved=1, whose identity in the list is corrupted), then the two
+ * functions of one multifunction device, which share a VFIO device set.
+ */
+#define VFIO_LU_RESET_LOST	3
+#define VFIO_LU_RESET_FN0	4
+#define VFIO_LU_RESET_NDEVS	6
+
+/* The module's bind_preserved log lines up to then, kept by init. */
+#define VFIO_LU_AT_LOAD_LOG	"/tmp/vfio-lu-at-load.log"
 
 /* VFIO_DEVICE_BIND_IOMMUFD of @devfd to @iommufd: 0 or -errno. */
 static inline int vfio_lu_bind(int devfd, int iommufd)
@@ -441,6 +455,215 @@ static inline bool vfio_lu_kmsg_has(int fd, const char *needle)
 			found = true;
 	}
 	return found;
+}
+
+/* The fault injection knobs of the module (CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT). */
+#define VFIO_LU_DEBUGFS		"/sys/kernel/debug/vfio_pci_liveupdate"
+#define VFIO_LU_FAIL_RESET	VFIO_LU_DEBUGFS "/fail_next_reset"
+#define VFIO_LU_RESETS		VFIO_LU_DEBUGFS "/resets"
+#define VFIO_LU_LIST_IDENTITY	VFIO_LU_DEBUGFS "/corrupt_list_identity"
+
+/* Arm a fault ("error" or "locked") of the next reset of @bdf: 0 or -errno. */
+static inline int vfio_lu_arm_reset_fault(const char *bdf, const char *what)
+{
+	char val[64];
+
+	snprintf(val, sizeof(val), "%s %s", bdf, what);
+	return vfio_lu_write_file(VFIO_LU_FAIL_RESET, val);
+}
+
+/* The module's record of its last reset of a device (debugfs resets). */
+struct vfio_lu_reset_record {
+	unsigned int seq;	/* counts the module's resets */
+	unsigned int before;	/* command register when the reset began */
+	unsigned int after;	/* command register right after reset and restore */
+	unsigned int irqs;	/* userspace had interrupts enabled then */
+};
+
+/* The last reset of @bdf by the module: 0, -ENOENT if none, or -errno. */
+static inline int vfio_lu_last_reset(const char *bdf, struct vfio_lu_reset_record *r)
+{
+	char buf[4096], *line, *save, want[32];
+	int ret;
+
+	ret = vfio_lu_read_file(VFIO_LU_RESETS, buf, sizeof(buf));
+	if (ret)
+		return ret;
+	snprintf(want, sizeof(want), "%s seq=", bdf);
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (!strncmp(line, want, strlen(want)) &&
+		    sscanf(line + strlen(want), "%u before=%x after=%x irqs=%u", &r->seq,
+			   &r->before, &r->after, &r->irqs) == 4)
+			return 0;
+	return -ENOENT;
+}
+
+/* The command register of @bdf right after the module's last reset of it, or -errno. */
+static inline int vfio_lu_command_after_reset(const char *bdf)
+{
+	struct vfio_lu_reset_record r;
+	int ret = vfio_lu_last_reset(bdf, &r);
+
+	return ret ? ret : (int)r.after;
+}
+
+/* A module parameter as passed on the kernel command line (init hands them on). */
+static inline bool vfio_lu_param_on(const char *param)
+{
+	char key[64], val[8];
+
+	snprintf(key, sizeof(key), VFIO_LU_MODULE ".%s", param);
+	if (vfio_lu_cmdline(key, val, sizeof(val)))
+		return false;
+	return !strcmp(val, "1") || !strcmp(val, "Y") || !strcmp(val, "y");
+}
+
+/*
+ * Where a modern virtio-pci device's common configuration is: the BAR and
+ * the offset in it, from the vendor capability (cfg_type 1) in @cfg, the
+ * first 256 bytes of its config space. 0 or -ENOENT.
+ */
+static inline int vfio_lu_virtio_common_cfg(const uint8_t *cfg, int *bar, uint32_t *off)
+{
+	int pos = cfg[0x34] & ~3, hops = 0;
+
+	while (pos >= 0x40 && pos < 256 - 16 && hops++ < 48) {
+		if (cfg[pos] == 0x09 && cfg[pos + 3] == 1) {
+			*bar = cfg[pos + 4];
+			memcpy(off, cfg + pos + 8, sizeof(*off));
+			return *bar < 6 ? 0 : -ENOENT;
+		}
+		pos = cfg[pos + 1] & ~3;
+	}
+	return -ENOENT;
+}
+
+/* device_status in virtio's common configuration */
+#define VFIO_LU_VIRTIO_STATUS	20
+
+/* The region offset of the virtio device status register, through a bound device fd. */
+static inline int vfio_lu_virtio_status_off(int devfd, off_t *out)
+{
+	struct vfio_region_info reg = { .argsz = sizeof(reg) };
+	uint8_t cfg[256];
+	uint32_t off;
+	int bar, ret;
+
+	ret = vfio_lu_config_read(devfd, cfg, sizeof(cfg), 0);
+	if (!ret)
+		ret = vfio_lu_virtio_common_cfg(cfg, &bar, &off);
+	if (ret)
+		return ret;
+	reg.index = VFIO_PCI_BAR0_REGION_INDEX + bar;
+	if (ioctl(devfd, VFIO_DEVICE_GET_REGION_INFO, &reg))
+		return -errno;
+	*out = reg.offset + off + VFIO_LU_VIRTIO_STATUS;
+	return 0;
+}
+
+/* Write the virtio device status of a device through its bound fd: 0 or -errno. */
+static inline int vfio_lu_virtio_set_status(int devfd, uint8_t status)
+{
+	off_t off;
+	int ret = vfio_lu_virtio_status_off(devfd, &off);
+
+	if (ret)
+		return ret;
+	return pwrite(devfd, &status, 1, off) == 1 ? 0 : -EIO;
+}
+
+/* The virtio device status through a bound fd, or -errno. */
+static inline int vfio_lu_virtio_status(int devfd)
+{
+	uint8_t status;
+	off_t off;
+	int ret = vfio_lu_virtio_status_off(devfd, &off);
+
+	if (ret)
+		return ret;
+	return pread(devfd, &status, 1, off) == 1 ? status : -EIO;
+}
+
+/*
+ * The virtio device status of @bdf read from the device through sysfs (its
+ * config file and a mapping of the BAR's resource file), whoever has it
+ * open: a register that a reset clears. -errno on failure.
+ */
+static inline int vfio_lu_virtio_status_sysfs(const char *bdf)
+{
+	char path[PATH_MAX];
+	uint8_t cfg[256];
+	uint32_t off;
+	uint8_t *map;
+	long page = sysconf(_SC_PAGESIZE);
+	int fd, bar, ret;
+	off_t base;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/config", bdf);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = pread(fd, cfg, sizeof(cfg), 0) == sizeof(cfg) ? 0 : -EIO;
+	close(fd);
+	if (!ret)
+		ret = vfio_lu_virtio_common_cfg(cfg, &bar, &off);
+	if (ret)
+		return ret;
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/resource%d", bdf, bar);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	base = off & ~(page - 1);
+	map = mmap(NULL, page, PROT_READ, MAP_SHARED, fd, base);
+	close(fd);
+	if (map == MAP_FAILED)
+		return -errno;
+	/* One real load of the register, which the compiler may not drop. */
+	ret = __atomic_load_n(&map[off - base + VFIO_LU_VIRTIO_STATUS], __ATOMIC_RELAXED);
+	munmap(map, page);
+	return ret;
+}
+
+/* INTx on (an eventfd trigger) or off, through a bound device fd: 0 or -errno. */
+static inline int vfio_lu_set_intx(int fd, bool on)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
+	int efd = -1, ret;
+
+	memset(buf, 0, sizeof(buf));
+	set->argsz = sizeof(*set);
+	set->index = VFIO_PCI_INTX_IRQ_INDEX;
+	set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
+	if (on) {
+		efd = eventfd(0, EFD_CLOEXEC);
+		if (efd < 0)
+			return -errno;
+		set->argsz = sizeof(buf);
+		set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
+		set->count = 1;
+		memcpy(set->data, &efd, sizeof(efd));
+	}
+	ret = ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
+	if (efd >= 0)
+		close(efd);
+	return ret;
+}
+
+/* The module's parameters from the kernel command line, as "a=1 b=0" in @out. */
+static inline void vfio_lu_module_params(char *out, size_t len)
+{
+	char cmdline[4096], *tok, *save;
+	const char *prefix = VFIO_LU_MODULE ".";
+	size_t n = 0;
+
+	out[0] = '\0';
+	if (vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline)))
+		return;
+	for (tok = strtok_r(cmdline, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+		if (!strncmp(tok, prefix, strlen(prefix)) && n < len)
+			n += snprintf(out + n, len - n, "%s%s", n ? " " : "",
+				      tok + strlen(prefix));
 }
 
 #endif /* VFIO_LU_UTIL_H */
