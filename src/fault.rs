@@ -4,9 +4,11 @@
 //!
 //! `/sys/kernel/debug/vfio_pci_liveupdate/corrupt_next_preserve` arms one corruption of the blob
 //! of the next file preserved: write `magic`, `version`, `length`, `identity` (another device
-//! ID) or `bdf` (a bus that does not exist), or `none` to disarm. The next preserve writes its
-//! blob as usual, then corrupts it and disarms; the next kernel's retrieve of that file must fail
-//! with the errno of the corruption and a log line. Reading the file shows what is armed.
+//! ID), `bdf` (a bus that does not exist) or `upstream` (the extension zeroed: the upstream C
+//! proposal's layout), or `none` to disarm. The next preserve writes its blob as usual, then
+//! corrupts it and disarms; the next kernel's retrieve of that file must fail with the errno of
+//! the corruption and a log line (`upstream`: succeed without an identity check). Reading the
+//! file shows what is armed.
 //!
 //! `fail_next_reset` arms a fault of the next reset of one device, by its address: write
 //! `<domain>:<bus>:<dev>.<fn> error` (the reset is not done and fails with `EIO`) or `... locked`
@@ -51,15 +53,19 @@ enum Corruption {
     Identity,
     /// A bus number no device has; retrieve: `ENODEV`.
     Bdf,
+    /// The upstream C proposal's layout: the six bytes of the address, zeros after them;
+    /// retrieve takes it without an identity check.
+    Upstream,
 }
 
-const NAMES: [(Corruption, &str); 6] = [
+const NAMES: [(Corruption, &str); 7] = [
     (Corruption::None, "none"),
     (Corruption::Magic, "magic"),
     (Corruption::Version, "version"),
     (Corruption::Length, "length"),
     (Corruption::Identity, "identity"),
     (Corruption::Bdf, "bdf"),
+    (Corruption::Upstream, "upstream"),
 ];
 
 impl Corruption {
@@ -78,7 +84,7 @@ impl Corruption {
     }
 
     fn index(self) -> i32 {
-        // CAST: `NAMES` has six entries.
+        // CAST: `NAMES` has seven entries.
         NAMES.iter().position(|(c, _)| *c == self).unwrap_or(0) as i32
     }
 }
@@ -368,6 +374,7 @@ pub(crate) fn corrupt(ser: &mut Ser) {
         Corruption::Identity => ser.ext.id.device = !ser.ext.id.device,
         // Bus 0xff: no device of this machine is there.
         Corruption::Bdf => ser.core.bdf |= 0xff00,
+        Corruption::Upstream => ser.ext = Default::default(),
     }
     pr_info!(
         "{}: live update: fault injection: preserved blob corrupted: {}\n",

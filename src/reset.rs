@@ -329,10 +329,12 @@ pub(crate) fn start(file: &File, location: Location) -> Result {
         GFP_KERNEL,
     )?;
     let mut pending = PENDING.lock();
+    let pending = &mut *pending;
     let queue = pending.queue.as_ref().ok_or(ENODEV)?;
+    // Tracked before it runs: a freeze that fails here must not leave a reset running.
+    pending.jobs.push(job.clone(), GFP_KERNEL)?;
     // A new job is in no queue yet, so it is queued now.
-    let _ = queue.enqueue(job.clone());
-    pending.jobs.push(job, GFP_KERNEL)?;
+    let _ = queue.enqueue(job);
     Ok(())
 }
 

@@ -317,8 +317,12 @@ impl PciCoreDevice {
         // SAFETY: By the type invariants, the device is registered, so `dev_set` is valid.
         let locked =
             unsafe { bindings::mutex_trylock(&raw mut (*(*self.as_raw()).vdev.dev_set).lock) };
-        // INVARIANT: The lock is held when `mutex_trylock` returns 1.
-        (locked != 0).then_some(PciCoreGuard(self))
+        if locked == 0 {
+            return None;
+        }
+        // INVARIANT: `mutex_trylock` returned 1: the lock is held. (A guard is made only then:
+        // dropping one unlocks.)
+        Some(PciCoreGuard(self))
     }
 }
 

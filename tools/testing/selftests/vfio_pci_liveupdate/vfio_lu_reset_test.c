@@ -145,10 +145,16 @@ static int stage1(void)
 	}
 	if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0)
 		ksft_exit_fail_msg("devices not preserved\n");
-	/* Both functions of one device: their resets are serialized (see faults.rst). */
+	/*
+	 * Both functions of one device: their resets are serialized (see
+	 * faults.rst). The first one's blob is written in the upstream C
+	 * proposal's layout (six bytes, zeros after them).
+	 */
 	for (i = FN0; i < FN0 + NFN; i++) {
 		fd = vfio_lu_bound_cdev(devs[i].bdf, iommufd);
 		ret = fd < 0 ? fd : vfio_lu_virtio_set_status(fd, STATUS);
+		if (!ret && i == FN0)
+			ret = vfio_lu_write_file(VFIO_LU_CORRUPT, "upstream");
 		if (!ret)
 			ret = vfio_lu_preserve(session, fd, TOKEN(i));
 		ksft_test_result(!ret, "stage1_preserve_function_of_a_shared_device_set %s (%s)\n",
@@ -257,7 +263,7 @@ static int stage2(void)
 	int kmsg;
 
 	find_devices();
-	ksft_set_plan(5 + NFN + 2 * NDEVS + 2 * vfio_lu_param_on("bind_preserved"));
+	ksft_set_plan(6 + NFN + 2 * NDEVS + 2 * vfio_lu_param_on("bind_preserved"));
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	if (luo < 0)
 		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
@@ -314,13 +320,25 @@ static int stage2(void)
 			fds[2] = ret;
 	}
 
-	/* Both functions of the shared device set were reset at freeze, one after the other. */
+	/*
+	 * Both functions of the shared device set were reset at freeze, one
+	 * after the other; the first, preserved in the upstream layout, is
+	 * retrieved by its address alone.
+	 */
+	kmsg = vfio_lu_kmsg_open();
 	for (i = FN0; i < FN0 + NFN; i++) {
 		fns[i - FN0] = retrieve_and_read(session, i, &status);
 		ksft_test_result(fns[i - FN0] >= 0 && status == 0,
 				 "stage2_function_of_a_shared_device_set_reset %s (fd %d, status %d)\n",
 				 devs[i].bdf, fns[i - FN0], status);
 	}
+	snprintf(needle, sizeof(needle),
+		 "%s: live update: retrieve: preserved in the upstream layout, identity not checked",
+		 devs[FN0].bdf);
+	ksft_test_result(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle),
+			 "stage2_upstream_layout_blob_retrieved %s\n", devs[FN0].bdf);
+	if (kmsg >= 0)
+		close(kmsg);
 	for (i = 0; i < NDEVS; i++)
 		if (fds[i] >= 0 && vfio_lu_bind(fds[i], iommufd))
 			ksft_print_msg("%s: bind: %s\n", devs[i].bdf, strerror(errno));

@@ -10,6 +10,7 @@
  *    keeps the device open until it is closed;
  *  - unbinding vfio-pci from a preserved device: the unbind waits for the
  *    session to let the device go, and a kexec meanwhile is refused;
+ *  - a device put in D3hot by the VMM: the kexec is refused (EINVAL);
  *  - a thread of the VMM enabling MSI-X and bus mastering in a loop while
  *    the kexec freezes its device, 20 times: the device is never frozen
  *    (reset) with interrupts or bus mastering on;
@@ -219,6 +220,67 @@ TEST_F_TIMEOUT(stress, unbind_vfio_pci_while_preserved, TIMEOUT_S)
 }
 
 #define RACES		20
+/* Power states in the PM control register */
+#define PM_D0		0
+#define PM_D3HOT	3
+
+/* Set the power state field of the PM capability's control register, through the device fd. */
+static int set_power_state(int fd, off_t cfg, uint16_t state)
+{
+	uint8_t conf[256];
+	uint16_t pmcsr;
+	int pos, hops = 0;
+
+	if (pread(fd, conf, sizeof(conf), cfg) != sizeof(conf))
+		return -EIO;
+	for (pos = conf[PCI_CAPABILITY_LIST] & ~3; pos >= 0x40 && hops++ < 48;
+	     pos = conf[pos + PCI_CAP_LIST_NEXT] & ~3) {
+		if (conf[pos + PCI_CAP_LIST_ID] != PCI_CAP_ID_PM)
+			continue;
+		memcpy(&pmcsr, conf + pos + PCI_PM_CTRL, sizeof(pmcsr));
+		pmcsr = (pmcsr & ~PCI_PM_CTRL_STATE_MASK) | state;
+		return pwrite(fd, &pmcsr, sizeof(pmcsr), cfg + pos + PCI_PM_CTRL) == sizeof(pmcsr) ?
+		       0 : -EIO;
+	}
+	return -ENOENT;
+}
+
+/*
+ * The VMM put a preserved device in D3hot through its config space: the
+ * kexec is refused with EINVAL and a log line naming the device; back in
+ * D0, the device freezes again (the second device refuses then, with INTx).
+ */
+TEST_F_TIMEOUT(stress, kexec_refused_with_a_device_in_d3hot, TIMEOUT_S)
+{
+	struct vfio_region_info cfg = {
+		.argsz = sizeof(cfg), .index = VFIO_PCI_CONFIG_REGION_INDEX,
+	};
+	const char *bdf = self->devs[1].bdf;
+	int fd, session, kmsg, ret;
+	char needle[128];
+
+	fd = vfio_lu_bound_cdev(bdf, self->iommufd);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &cfg));
+	session = vfio_lu_create_session(self->luo, "vfio-lu-stress-d3");
+	ASSERT_LE(0, session);
+	ASSERT_EQ(0, vfio_lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, set_power_state(fd, cfg.offset, PM_D3HOT));
+
+	kmsg = vfio_lu_kmsg_open();
+	ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+		      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
+	EXPECT_EQ(-EINVAL, ret);
+	snprintf(needle, sizeof(needle), "%s: live update: cannot freeze: the device is in D3Hot",
+		 bdf);
+	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
+	if (kmsg >= 0)
+		close(kmsg);
+	/* Refused before anything was done: the device file works, back to D0. */
+	EXPECT_EQ(0, set_power_state(fd, cfg.offset, PM_D0));
+	close(session);
+	close(fd);
+}
 
 /* MSI-X vector 0 on (an eventfd trigger) or off, through a bound device fd. */
 static int set_msix(int fd, bool on)
@@ -358,23 +420,22 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 
 	vfio_lu_module_params(params, sizeof(params));
 	rounds = vfio_lu_param_on("serial_reset") ? UNLOADS_SERIAL : UNLOADS;
+	/* The device files stay open and bound: only their preservation comes and goes. */
+	fd0 = vfio_lu_bound_cdev(first, self->iommufd);
+	fd1 = vfio_lu_bound_cdev(last, self->iommufd);
+	ASSERT_LE(0, fd0);
+	ASSERT_LE(0, fd1);
+	/* The last device refuses the kexec, after the first froze. */
+	ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
 	for (i = 0; i < rounds; i++) {
 		session = vfio_lu_create_session(self->luo, "vfio-lu-stress-unload");
 		ASSERT_LE(0, session);
-		fd0 = vfio_lu_bound_cdev(first, self->iommufd);
-		fd1 = vfio_lu_bound_cdev(last, self->iommufd);
-		ASSERT_LE(0, fd0);
-		ASSERT_LE(0, fd1);
 		ASSERT_EQ(0, vfio_lu_preserve(session, fd0, TOKEN));
 		ASSERT_EQ(0, vfio_lu_preserve(session, fd1, TOKEN + 1));
-		/* The last device refuses the kexec, after the first froze. */
-		ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
 		ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
 			      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
 		ASSERT_EQ(-EBUSY, ret) TH_LOG("round %d", i);
 		close(session);
-		close(fd1);
-		close(fd0);
 		ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
 		ASSERT_EQ(0, ret) TH_LOG("round %d: unload: %s", i, strerror(-ret));
 		modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
@@ -383,6 +444,9 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 		close(modfd);
 		ASSERT_EQ(0, ret) TH_LOG("round %d: load: %s", i, strerror(-ret));
 	}
+	vfio_lu_set_intx(fd1, false);
+	close(fd1);
+	close(fd0);
 }
 
 TEST_HARNESS_MAIN

@@ -2,8 +2,9 @@
 /*
  * The uAPI of the vfio-pci live update handler in one kernel, without a
  * kexec: which files LIVEUPDATE_SESSION_PRESERVE_FD takes and which it
- * refuses (with which errno), that a device has at most one preserved file,
- * and that closing a session unpreserves its files.
+ * refuses (with which errno: group files, other files, unbound files, an
+ * SR-IOV VF), that a device has at most one preserved file, and that
+ * closing a session unpreserves its files.
  */
 #define _GNU_SOURCE
 #include <libgen.h>
@@ -214,6 +215,58 @@ TEST_F(luo, unbound_cdev_fd_refused)
 	if (kmsg >= 0)
 		close(kmsg);
 	close(fd);
+}
+
+/* The first device with this vendor:device, or NULL. */
+static const char *find_dev(unsigned int vendor, unsigned int device, char *bdf, size_t len)
+{
+	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	int n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+
+	for (int i = 0; i < n; i++)
+		if (devs[i].vendor == vendor && devs[i].device == device) {
+			snprintf(bdf, len, "%s", devs[i].bdf);
+			return bdf;
+		}
+	return NULL;
+}
+
+/*
+ * An SR-IOV VF is not taken (ENOENT, logged with its address): QEMU's igb
+ * has VFs, created here through vfio-pci on the PF, and the first one is
+ * bound to vfio-pci and opened through its cdev.
+ */
+TEST_F(luo, sriov_vf_refused)
+{
+	char pf[32], vf[32], path[PATH_MAX], link[PATH_MAX], needle[128];
+	int fd, kmsg;
+	ssize_t n;
+
+	ASSERT_NE(NULL, find_dev(0x8086, 0x10c9, pf, sizeof(pf))) TH_LOG("no igb in the test bed");
+	ASSERT_EQ(0, vfio_lu_write_file("/sys/module/vfio_pci/parameters/enable_sriov", "Y"));
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/sriov_numvfs", pf);
+	ASSERT_EQ(0, vfio_lu_write_file(path, "1"));
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/virtfn0", pf);
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_LT(0, n);
+	link[n] = '\0';
+	snprintf(vf, sizeof(vf), "%s", strrchr(link, '/') + 1);
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver_override", vf);
+	ASSERT_EQ(0, vfio_lu_write_file(path, "vfio-pci"));
+	ASSERT_EQ(0, vfio_lu_write_file(PCI_DEVICES "/../drivers_probe", vf));
+
+	fd = vfio_lu_open_cdev(vf);
+	ASSERT_LE(0, fd) TH_LOG("%s: cdev open: %s", vf, strerror(-fd));
+	kmsg = vfio_lu_kmsg_open();
+	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, fd, TOKEN));
+	snprintf(needle, sizeof(needle), "%s: live update: SR-IOV VFs cannot be preserved", vf);
+	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
+	if (kmsg >= 0)
+		close(kmsg);
+	close(fd);
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/sriov_numvfs", pf);
+	EXPECT_EQ(0, vfio_lu_write_file(path, "0"));
+	vfio_lu_write_file("/sys/module/vfio_pci/parameters/enable_sriov", "N");
 }
 
 TEST_HARNESS_MAIN

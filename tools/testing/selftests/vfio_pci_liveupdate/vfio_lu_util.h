@@ -460,6 +460,7 @@ static inline bool vfio_lu_kmsg_has(int fd, const char *needle)
 /* The fault injection knobs of the module (CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT). */
 #define VFIO_LU_DEBUGFS		"/sys/kernel/debug/vfio_pci_liveupdate"
 #define VFIO_LU_FAIL_RESET	VFIO_LU_DEBUGFS "/fail_next_reset"
+#define VFIO_LU_CORRUPT		VFIO_LU_DEBUGFS "/corrupt_next_preserve"
 #define VFIO_LU_RESETS		VFIO_LU_DEBUGFS "/resets"
 #define VFIO_LU_LIST_IDENTITY	VFIO_LU_DEBUGFS "/corrupt_list_identity"
 
