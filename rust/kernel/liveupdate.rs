@@ -571,6 +571,8 @@ impl<H: FileHandler> Registration<H> {
         if let Some((_, data)) = table.iter().find(|(h, _)| *h == raw) {
             return data.clone();
         }
+        // Room first: once restored, the memory cannot be restored again.
+        table.reserve(1, GFP_KERNEL)?;
         // SAFETY: LUO matched the file to this handler by its compatible string: if `raw` is
         // preserved memory, it is the `kho::Preserved<H::Data>` that `preserve` made in the
         // previous kernel (or a blob of the same ABI), which only this table restores.
