@@ -314,6 +314,12 @@ struct racer {
 	off_t cmd_off;		/* the command register in the config region */
 	atomic_bool stop;
 	int msix_ok, msix_eio, cmd_ok, cmd_eio;
+	/*
+	 * MSI-X enabled, then its disable refused with EIO: the device froze
+	 * in between, with MSI-X on, which a freeze must never allow; so the
+	 * enable took effect on a frozen device.
+	 */
+	int msix_while_frozen;
 };
 
 static void *race(void *arg)
@@ -326,7 +332,8 @@ static void *race(void *arg)
 
 		if (!ret) {
 			r->msix_ok++;
-			set_msix(r->fd, false);
+			if (set_msix(r->fd, false) == -EIO)
+				r->msix_while_frozen++;
 		} else if (ret == -EIO) {
 			r->msix_eio++;
 		}
@@ -338,6 +345,8 @@ static void *race(void *arg)
 			r->cmd_ok++;
 		else if (errno == EIO)
 			r->cmd_eio++;
+		/* Mostly off: give the freeze its chance to win. */
+		usleep(200);
 	}
 	return NULL;
 }
@@ -386,6 +395,8 @@ TEST_F_TIMEOUT(stress, racing_vmm_calls_do_not_undo_a_freeze, TIMEOUT_S)
 		pthread_join(thread, NULL);
 		ASSERT_EQ(-EBUSY, ret) TH_LOG("round %d", i);
 		close(session);
+		EXPECT_EQ(0, r.msix_while_frozen)
+			TH_LOG("round %d: MSI-X enabled while the device was frozen", i);
 		set_msix(fd0, false);
 		if (vfio_lu_last_reset(bdf, &rec) || rec.seq == prev.seq)
 			continue;	/* refused by this device: interrupts were on */
