@@ -218,12 +218,7 @@ fn show_reset_faults(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
 
 fn store_reset_fault(_: &(), reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; 48];
-    let n = reader.len();
-    if n > buf.len() {
-        return Err(EINVAL);
-    }
-    reader.read_slice(&mut buf[..n])?;
-    let s = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?.trim();
+    let s = read_text(reader, &mut buf)?;
     if s == "none" {
         for slot in &RESET_FAULTS {
             slot.store(0, Relaxed);
@@ -255,12 +250,7 @@ fn store_reset_fault(_: &(), reader: &mut UserSliceReader) -> Result {
 
 fn store_list_identity(_: &(), reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; 32];
-    let n = reader.len();
-    if n > buf.len() {
-        return Err(EINVAL);
-    }
-    reader.read_slice(&mut buf[..n])?;
-    let s = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?.trim();
+    let s = read_text(reader, &mut buf)?;
     let loc = parse_bdf(s).ok_or(EINVAL)?;
     crate::incoming::corrupt_identity(&loc)?;
     pr_info!(
@@ -346,14 +336,22 @@ fn show(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
     writeln!(f, "{}", Corruption::from_index(ARMED.load(Relaxed)).name())
 }
 
-fn store(_: &(), reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 16];
+/// Reads what userspace wrote to a knob, at most `N` bytes, as trimmed text.
+fn read_text<'a, const N: usize>(
+    reader: &mut UserSliceReader,
+    buf: &'a mut [u8; N],
+) -> Result<&'a str> {
     let n = reader.len();
-    if n > buf.len() {
+    if n > N {
         return Err(EINVAL);
     }
     reader.read_slice(&mut buf[..n])?;
-    let s = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?.trim();
+    Ok(core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?.trim())
+}
+
+fn store(_: &(), reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 16];
+    let s = read_text(reader, &mut buf)?;
     let (c, _) = NAMES.iter().find(|(_, name)| *name == s).ok_or(EINVAL)?;
     ARMED.store(c.index(), Relaxed);
     pr_info!(

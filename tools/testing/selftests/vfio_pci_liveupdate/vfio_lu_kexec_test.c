@@ -613,14 +613,7 @@ static int stage2(void)
 	close(luo);
 
 	/* Closed, the devices are free again: their cdevs open as usual. */
-	for (i = 0; i < ndevs; i++) {
-		int fd = vfio_lu_open_cdev(devs[i].bdf);
-
-		if (fd < 0)
-			break;
-		close(fd);
-	}
-	ksft_test_result(i == ndevs, "stage2_cdevs_open_after_close\n");
+	ksft_test_result(!vfio_lu_cdevs_open(devs, ndevs), "stage2_cdevs_open_after_close\n");
 
 	/* Nothing is preserved any more: the module can go, and come back. */
 	ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
@@ -635,17 +628,7 @@ static int stage2(void)
 	 * The reloaded module finds the handed-over list consumed: it holds
 	 * nothing off (and does not read the freed list again).
 	 */
-	for (i = 0; i < ndevs; i++) {
-		int fd = vfio_lu_open_cdev(devs[i].bdf);
-
-		if (fd < 0) {
-			ksft_print_msg("%s: cdev open after reload: %s\n", devs[i].bdf,
-				       strerror(-fd));
-			break;
-		}
-		close(fd);
-	}
-	ksft_test_result(i == ndevs, "stage2_cdevs_open_after_reload\n");
+	ksft_test_result(!vfio_lu_cdevs_open(devs, ndevs), "stage2_cdevs_open_after_reload\n");
 	ksft_finished();
 }
 

@@ -357,14 +357,8 @@ static int stage2(void)
 	close(iommufd);
 	close(luo);
 	/* Finished, every device opens again. */
-	for (i = 0; i < NDEVS; i++) {
-		int fd = vfio_lu_open_cdev(devs[i].bdf);
-
-		if (fd < 0)
-			break;
-		close(fd);
-	}
-	ksft_test_result(i == NDEVS, "stage2_reset_devices_open_after_finish\n");
+	ksft_test_result(!vfio_lu_cdevs_open(devs, NDEVS),
+			 "stage2_reset_devices_open_after_finish\n");
 	abandoned_session_released();
 	ksft_finished();
 }

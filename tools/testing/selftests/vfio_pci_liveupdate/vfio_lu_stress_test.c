@@ -285,27 +285,7 @@ TEST_F_TIMEOUT(stress, kexec_refused_with_a_device_in_d3hot, TIMEOUT_S)
 /* MSI-X vector 0 on (an eventfd trigger) or off, through a bound device fd. */
 static int set_msix(int fd, bool on)
 {
-	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
-	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
-	int efd = -1, ret;
-
-	memset(buf, 0, sizeof(buf));
-	set->argsz = sizeof(*set);
-	set->index = VFIO_PCI_MSIX_IRQ_INDEX;
-	set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
-	if (on) {
-		efd = eventfd(0, EFD_CLOEXEC);
-		if (efd < 0)
-			return -errno;
-		set->argsz = sizeof(buf);
-		set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD;
-		set->count = 1;
-		memcpy(set->data, &efd, sizeof(efd));
-	}
-	ret = ioctl(fd, VFIO_DEVICE_SET_IRQS, set) ? -errno : 0;
-	if (efd >= 0)
-		close(efd);
-	return ret;
+	return vfio_lu_set_irq(fd, VFIO_PCI_MSIX_IRQ_INDEX, on);
 }
 
 /* A VMM thread that keeps turning MSI-X and bus mastering on. */

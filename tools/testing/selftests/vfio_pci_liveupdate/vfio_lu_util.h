@@ -299,6 +299,21 @@ static inline int vfio_lu_open_cdev(const char *bdf)
 	return fd < 0 ? -errno : fd;
 }
 
+/* Whether the cdev of each of the @n devices opens (each closed again); -errno of the first not. */
+static inline int vfio_lu_cdevs_open(const struct vfio_lu_dev *devs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int fd = vfio_lu_open_cdev(devs[i].bdf);
+
+		if (fd < 0) {
+			fprintf(stderr, "# %s: cdev open: %s\n", devs[i].bdf, strerror(-fd));
+			return fd;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
 /*
  * VFIO_GROUP_GET_DEVICE_FD of @bdf through its IOMMU group's /dev/vfio/N
  * (no container needed to get this far): the fd or -errno.
@@ -625,8 +640,11 @@ static inline int vfio_lu_virtio_status_sysfs(const char *bdf)
 	return ret;
 }
 
-/* INTx on (an eventfd trigger) or off, through a bound device fd: 0 or -errno. */
-static inline int vfio_lu_set_intx(int fd, bool on)
+/*
+ * Vector 0 of interrupt index @index (VFIO_PCI_INTX_IRQ_INDEX, ..._MSIX_...)
+ * on, with an eventfd trigger, or off, through a bound device fd: 0 or -errno.
+ */
+static inline int vfio_lu_set_irq(int fd, unsigned int index, bool on)
 {
 	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
 	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
@@ -634,7 +652,7 @@ static inline int vfio_lu_set_intx(int fd, bool on)
 
 	memset(buf, 0, sizeof(buf));
 	set->argsz = sizeof(*set);
-	set->index = VFIO_PCI_INTX_IRQ_INDEX;
+	set->index = index;
 	set->flags = VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE;
 	if (on) {
 		efd = eventfd(0, EFD_CLOEXEC);
@@ -649,6 +667,12 @@ static inline int vfio_lu_set_intx(int fd, bool on)
 	if (efd >= 0)
 		close(efd);
 	return ret;
+}
+
+/* INTx on or off, through a bound device fd: 0 or -errno. */
+static inline int vfio_lu_set_intx(int fd, bool on)
+{
+	return vfio_lu_set_irq(fd, VFIO_PCI_INTX_IRQ_INDEX, on);
 }
 
 /* The module's parameters from the kernel command line, as "a=1 b=0" in @out. */
