@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command (after the kernel build): style checks, then the
 # two-stage QEMU test twice, once per reset mode of the module (parallel, the
-# default, and serial), the second also with bind_preserved=1. Ends with
+# default, and serial), the second also with bind_preserved=1, and a third,
+# short run with a damaged list of preserved devices. Ends with
 # "N passed, N failed" over all of them and exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
@@ -34,6 +35,10 @@ vm_run test "$@"
 # The second run also has the new kernel's module bind the preserved devices
 # itself (bind_preserved=1); the first leaves that to init, as userspace.
 vm_run test-serial --append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
+# The third damages the list of preserved devices across the kexec, which takes
+# the hold-off and the reset records from every device of its run: two devices
+# of its own and one program (list1.list, list2.list).
+vm_run test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
 
 if [ "$skipped" -gt 0 ]; then
 	echo "$passed passed, $failed failed, $skipped skipped"

@@ -5,11 +5,14 @@
 #
 #   scripts/vmtest.sh [--mode test|demo|bench] [--devices "virtio-net-pci igb edu"]
 #                     [--append "KERNEL ARGS"] [--timeout SECONDS] [--name NAME] [--kvm]
+#                     [--lists NAME]
 #
 # --mode picks the programs each stage runs: test (the kselftests,
 # stage1.list/stage2.list), demo (for make run: the sample VMM,
 # samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
-# bench2.list, for scripts/bench.sh). --append adds kernel command line
+# bench2.list, for scripts/bench.sh); --lists NAME takes NAME1.list and
+# NAME2.list instead (test mode: list1/list2, the damaged-list run of make
+# test). --append adds kernel command line
 # arguments to both kernels, e.g. vfio_pci_liveupdate.serial_reset=1 (init
 # passes vfio_pci_liveupdate.* on to the module, as modprobe would).
 #
@@ -35,6 +38,7 @@ TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 [ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
 NAME=
 APPEND=
+LISTS=
 ACCEL="-accel tcg -cpu max"
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -45,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
+	--lists) LISTS=$2; shift 2 ;;
 	--kvm) ACCEL="-accel kvm -cpu host"; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
@@ -94,9 +99,9 @@ fi
 MODULE=$KOBJ/$KDIR_DRIVER/vfio_pci_liveupdate.ko
 [ -f "$MODULE" ] || die "$MODULE missing"
 case "$MODE" in
-test) LISTS=stage ;;
-demo) LISTS=demo ;;
-bench) LISTS=bench ;;
+test) LISTS=${LISTS:-stage} ;;
+demo) LISTS=${LISTS:-demo} ;;
+bench) LISTS=${LISTS:-bench} ;;
 *) die "unknown mode '$MODE' (test, demo or bench)" ;;
 esac
 cpio_list() {	# $1 = stage of the image

@@ -19,6 +19,10 @@
 //! devices: write `<domain>:<bus>:<dev>.<fn>` after its file is preserved. The next kernel's
 //! `bind_preserved` must then leave that device alone.
 //!
+//! `corrupt_list` (write anything) damages the magic of the list of preserved devices, once a
+//! file is preserved: the next kernel must ignore the list (no hold-off, every device reset at
+//! retrieve) and still retrieve the files.
+//!
 //! `resets` shows, for every device reset by this module since it loaded, its last reset: a
 //! sequence number counting the module's resets, the command register read from the device
 //! when the reset began (before the reset clears bus mastering once more) and right after the
@@ -103,6 +107,8 @@ pub(crate) struct Knobs {
     _commands: File<()>,
     #[pin]
     _list_identity: File<()>,
+    #[pin]
+    _list_magic: File<()>,
     _dir: Dir,
 }
 
@@ -123,6 +129,7 @@ impl Knobs {
                 (),
                 &store_list_identity
             ),
+            _list_magic <- dir.write_callback_file(c"corrupt_list", (), &store_list_magic),
             _dir: dir,
         })
     }
@@ -257,6 +264,12 @@ fn store_list_identity(_: &(), reader: &mut UserSliceReader) -> Result {
         "{}: live update: fault injection: another identity in the list of preserved devices\n",
         loc
     );
+    Ok(())
+}
+
+fn store_list_magic(_: &(), _reader: &mut UserSliceReader) -> Result {
+    crate::incoming::corrupt_list_magic()?;
+    pr_info!("live update: fault injection: the list of preserved devices has a bad magic\n");
     Ok(())
 }
 

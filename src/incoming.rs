@@ -157,6 +157,13 @@ pub(crate) fn corrupt_identity(loc: &Location) -> Result {
     }
 }
 
+/// Fault injection: damages the magic of the outgoing list, which the next kernel must then
+/// ignore as a whole.
+#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+pub(crate) fn corrupt_list_magic() -> Result {
+    DEVICES.with_outgoing(|devs| devs.magic = !devs.magic)
+}
+
 /// What the previous kernel recorded of the reset of the device at `loc` (unknown when there is
 /// no usable list, or the device is not in it).
 pub(crate) fn reset_record(loc: &Location) -> ResetRecord {

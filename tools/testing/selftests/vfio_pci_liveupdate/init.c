@@ -124,7 +124,7 @@ static void load_module(void)
 }
 
 /*
- * Keep the module's bind_preserved lines of the kernel log, from the
+ * Keep the module's bind_preserved and damaged-list lines of the kernel log, from the
  * beginning of the log, in VFIO_LU_AT_LOAD_LOG: the tests check their
  * content long after, when the log may have moved on.
  */
@@ -142,7 +142,8 @@ static void record_load_log(void)
 		if (n <= 0)
 			break;
 		rec[n] = '\0';
-		if (strstr(rec, "live update: bind_preserved"))
+		if (strstr(rec, "live update: bind_preserved") ||
+		    strstr(rec, "the list of preserved devices is not usable"))
 			fputs(strchr(rec, ';') ? strchr(rec, ';') + 1 : rec, out);
 	}
 	if (out)
