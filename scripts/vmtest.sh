@@ -57,7 +57,7 @@ done
 NAME=${NAME:-$MODE}
 if [ "$FAULT_DEVICES" = default ]; then
 	FAULT_DEVICES=
-	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7)
+	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7 8)
 fi
 if [ "$RESET_DEVICES" = default ]; then
 	RESET_DEVICES=

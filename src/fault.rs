@@ -4,9 +4,10 @@
 //!
 //! `/sys/kernel/debug/vfio_pci_liveupdate/corrupt_next_preserve` arms one corruption of the blob
 //! of the next file preserved: write `magic`, `version`, `length`, `identity` (another device
-//! ID), `bdf` (a bus that does not exist) or `upstream` (the extension zeroed: the upstream C
-//! proposal's layout), or `none` to disarm. The next preserve writes its blob as usual, then
-//! corrupts it and disarms; the next kernel's retrieve of that file must fail with the errno of
+//! ID), `bdf` (a bus that does not exist), `upstream` (the extension zeroed: the upstream C
+//! proposal's layout) or `handle` (the blob is intact, but the next kernel gets a handle that
+//! names no preserved memory), or `none` to disarm. The next preserve writes its blob as usual,
+//! then corrupts it and disarms; the next kernel's retrieve of that file must fail with the errno of
 //! the corruption and a log line (`upstream`: succeed without an identity check). Reading the
 //! file shows what is armed.
 //!
@@ -60,9 +61,12 @@ enum Corruption {
     /// The upstream C proposal's layout: the six bytes of the address, zeros after them;
     /// retrieve takes it without an identity check.
     Upstream,
+    /// Not the blob but its handle: the next kernel gets one that names no preserved memory;
+    /// retrieve: `EINVAL`.
+    Handle,
 }
 
-const NAMES: [(Corruption, &str); 7] = [
+const NAMES: [(Corruption, &str); 8] = [
     (Corruption::None, "none"),
     (Corruption::Magic, "magic"),
     (Corruption::Version, "version"),
@@ -70,6 +74,7 @@ const NAMES: [(Corruption, &str); 7] = [
     (Corruption::Identity, "identity"),
     (Corruption::Bdf, "bdf"),
     (Corruption::Upstream, "upstream"),
+    (Corruption::Handle, "handle"),
 ];
 
 impl Corruption {
@@ -88,7 +93,7 @@ impl Corruption {
     }
 
     fn index(self) -> i32 {
-        // CAST: `NAMES` has seven entries.
+        // CAST: `NAMES` has eight entries.
         NAMES.iter().position(|(c, _)| *c == self).unwrap_or(0) as i32
     }
 }
@@ -375,10 +380,10 @@ fn store(_: &(), reader: &mut UserSliceReader) -> Result {
 }
 
 /// Corrupts `ser`, just written by preserve, if a corruption is armed, and disarms it.
-pub(crate) fn corrupt(ser: &mut Ser) {
+pub(crate) fn corrupt(ser: &mut Ser) -> bool {
     let c = Corruption::from_index(ARMED.xchg(0, Relaxed));
     match c {
-        Corruption::None => return,
+        Corruption::None => return false,
         Corruption::Magic => ser.ext.magic = !ser.ext.magic,
         Corruption::Version => ser.ext.version = ser.ext.version.wrapping_add(100),
         Corruption::Length => ser.ext.length = 8,
@@ -386,10 +391,17 @@ pub(crate) fn corrupt(ser: &mut Ser) {
         // Bus 0xff: no device of this machine is there.
         Corruption::Bdf => ser.core.bdf |= 0xff00,
         Corruption::Upstream => ser.ext = Default::default(),
+        Corruption::Handle => (),
     }
     pr_info!(
         "{}: live update: fault injection: preserved blob corrupted: {}\n",
         abi::decode_location(ser),
         c.name()
     );
+    c == Corruption::Handle
 }
+
+/// The handle handed over in place of a blob's by the `handle` corruption: 1 PiB, beyond the
+/// memory of any machine this runs on, so that KHO finds no page there (at an address of memory
+/// that was not preserved, KHO would also refuse, but with a warning).
+pub(crate) const BAD_HANDLE: u64 = 1 << 50;

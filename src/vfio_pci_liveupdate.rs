@@ -176,6 +176,9 @@ struct FileState {
     location: Location,
     /// Whether bus mastering was on when the freeze cleared it, to set back on unfreeze.
     master: Atomic<bool>,
+    /// Fault injection: hand the next kernel a handle that names no preserved memory.
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    bad_handle: bool,
 }
 
 #[vtable]
@@ -224,10 +227,12 @@ impl liveupdate::FileHandler for Handler {
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
         #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        fault::corrupt(data);
+        let bad_handle = fault::corrupt(data);
         Ok(FileState {
             location,
             master: Atomic::new(false),
+            #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+            bad_handle,
         })
     }
 
@@ -336,6 +341,11 @@ impl liveupdate::FileHandler for Handler {
             }
         );
         Ok(())
+    }
+
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    fn handover_fault(_file: &File, state: &FileState) -> Option<u64> {
+        state.bad_handle.then_some(fault::BAD_HANDLE)
     }
 
     fn unfreeze(file: &File, state: &FileState, _data: &Ser) {

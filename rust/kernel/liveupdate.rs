@@ -90,6 +90,16 @@ pub trait FileHandler: Sized + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
+    /// Fault injection, for test builds: the handle that LUO hands to the next kernel for this
+    /// frozen file in place of its blob's, or `None` to hand over the blob. Asked after every
+    /// successful [`Self::freeze`] (so only of handlers that have one). A handle that does not name preserved memory makes the next
+    /// kernel's retrieve of the file fail with [`EINVAL`]; the blob itself stays preserved and
+    /// is never restored, so its memory is lost to that boot. Drivers implement this only in
+    /// builds with fault injection.
+    fn handover_fault(_file: &File, _state: &Self::State) -> Option<u64> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// The kexec was cancelled after [`Self::freeze`] succeeded for this file: undo it.
     fn unfreeze(_file: &File, _state: &Self::State, _data: &Self::Data) {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -211,6 +221,14 @@ impl<H: FileHandler> VTable<H> {
         let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
         from_result(|| {
             H::freeze(file, &out.state, &mut out.data)?;
+            // LUO keeps what a successful freeze leaves here, also across an unfreeze: set it
+            // every time, so that a fault injected in one freeze does not outlive it.
+            args.serialized_data = out.data.handle().as_raw();
+            if H::HAS_HANDOVER_FAULT {
+                if let Some(raw) = H::handover_fault(file, &out.state) {
+                    args.serialized_data = raw;
+                }
+            }
             Ok(0)
         })
     }
