@@ -7,8 +7,8 @@
 //! ID), `bdf` (a bus that does not exist), `upstream` (the extension zeroed: the upstream C
 //! proposal's layout) or `handle` (the blob is intact, but the next kernel gets a handle that
 //! names no preserved memory), or `none` to disarm. The next preserve writes its blob as usual,
-//! then corrupts it and disarms; the next kernel's retrieve of that file must fail with the errno of
-//! the corruption and a log line (`upstream`: succeed without an identity check). Reading the
+//! then corrupts it and disarms; the next kernel's retrieve of that file must fail with the errno
+//! of the corruption and a log line (`upstream`: succeed without an identity check). Reading the
 //! file shows what is armed.
 //!
 //! `fail_next_reset` arms a fault of the next reset of one device, by its address: write

@@ -92,10 +92,10 @@ pub trait FileHandler: Sized + 'static {
 
     /// Fault injection, for test builds: the handle that LUO hands to the next kernel for this
     /// frozen file in place of its blob's, or `None` to hand over the blob. Asked after every
-    /// successful [`Self::freeze`] (so only of handlers that have one). A handle that does not name preserved memory makes the next
-    /// kernel's retrieve of the file fail with [`EINVAL`]; the blob itself stays preserved and
-    /// is never restored, so its memory is lost to that boot. Drivers implement this only in
-    /// builds with fault injection.
+    /// successful [`Self::freeze`] (so only of handlers that have one). A handle that does not
+    /// name preserved memory makes the next kernel's retrieve of the file fail with [`EINVAL`];
+    /// the blob itself stays preserved and is never restored, so its memory is lost to that
+    /// boot. Drivers implement this only in builds with fault injection.
     fn handover_fault(_file: &File, _state: &Self::State) -> Option<u64> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
