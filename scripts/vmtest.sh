@@ -98,6 +98,27 @@ fi
 # --- initramfs images ----------------------------------------------------------
 MODULE=$KOBJ/$KDIR_DRIVER/vfio_pci_liveupdate.ko
 [ -f "$MODULE" ] || die "$MODULE missing"
+# The modules ours needs, with their own dependencies first, and vfio-pci (which
+# binds the devices): with VFIO built as modules, as distributions build it,
+# VFIO, vfio-pci-core, vfio-pci and what they use. Init loads them in this
+# order (/lib/modules/load), each with its parameters from the command line.
+declare -A KO_PATH=()
+while read -r o; do
+	n=$(basename "$o" .o); KO_PATH[${n//-/_}]=$KOBJ/${o%.o}.ko
+done < "$KOBJ/modules.order"
+LOAD_ORDER=()
+add_module() {	# $1 = module name; a built-in one is skipped
+	local n=${1//-/_} d
+	[ -n "${KO_PATH[$n]:-}" ] || return 0
+	[[ " ${LOAD_ORDER[*]} " != *" $n "* ]] || return 0
+	[ -f "${KO_PATH[$n]}" ] || die "${KO_PATH[$n]} missing"
+	for d in $(tr '\0' '\n' < "${KO_PATH[$n]}" | sed -n 's/^depends=//p' | tr ',' ' '); do
+		add_module "$d"
+	done
+	LOAD_ORDER+=("$n")
+}
+add_module vfio_pci
+add_module vfio_pci_liveupdate
 case "$MODE" in
 test) LISTS=${LISTS:-stage} ;;
 demo) LISTS=${LISTS:-demo} ;;
@@ -115,10 +136,11 @@ dir /lib 0755 0 0
 dir /lib/modules 0755 0 0
 dir /tests 0755 0 0
 file /init $GUEST/bin/init 0755 0 0
-file /lib/modules/vfio_pci_liveupdate.ko $MODULE 0644 0 0
+file /lib/modules/load $GUEST/modules.load 0644 0 0
 file /tests/stage1 $SELFTESTS/${LISTS}1.list 0644 0 0
 file /tests/stage2 $SELFTESTS/${LISTS}2.list 0644 0 0
 LIST
+	for m in "${LOAD_ORDER[@]}"; do echo "file /lib/modules/$m.ko ${KO_PATH[$m]} 0644 0 0"; done
 	for b in "$GUEST"/bin/*; do
 		[ "$(basename "$b")" = init ] || echo "file /tests/$(basename "$b") $b 0755 0 0"
 	done
@@ -128,6 +150,7 @@ LIST
 		echo "file /initrd.img $GUEST/initrd-stage2.cpio 0644 0 0"
 	fi
 }
+printf '%s\n' "${LOAD_ORDER[@]}" > "$GUEST/modules.load"
 cpio_list 2 > "$GUEST/stage2.list"
 "$KOBJ/usr/gen_init_cpio" "$GUEST/stage2.list" > "$GUEST/initrd-stage2.cpio"
 cpio_list 1 > "$GUEST/stage1.list"

@@ -32,6 +32,7 @@
 
 use crate::{
     abi::{self, Location},
+    lu_abi::Ser,
     reset::Fault,
 };
 use core::fmt;
@@ -41,7 +42,6 @@ use kernel::{
     prelude::*,
     sync::atomic::{Atomic, Relaxed},
     uaccess::UserSliceReader,
-    vfio::lu_abi::Ser,
 };
 
 /// A corruption of a preserved blob.

@@ -15,13 +15,16 @@
 //!   devices' `driver_override` to vfio-pci and binds the ones that have no driver yet
 //!   ([`bind_preserved`]).
 
-use crate::abi::{self, Identity, ListEntry, Location, ResetRecord};
+use crate::{
+    abi::{self, Identity, ListEntry, Location, ResetRecord},
+    lu_abi::{self, DevsSer},
+    vfio,
+};
 use kernel::{
     liveupdate::{self, FlbDef},
     new_mutex, pci,
     prelude::*,
     sync::{Arc, Mutex},
-    vfio::{self, lu_abi::DevsSer},
 };
 
 /// The list of preserved devices, linked to the handler when the module loads.
@@ -51,7 +54,7 @@ pub(crate) struct IncomingList {
 
 #[vtable]
 impl liveupdate::Flb for Devices {
-    const COMPATIBLE: &'static CStr = vfio::lu_abi::FLB_COMPATIBLE;
+    const COMPATIBLE: &'static CStr = lu_abi::FLB_COMPATIBLE;
     type Data = DevsSer;
     type Incoming = Arc<IncomingList>;
 
@@ -126,7 +129,7 @@ pub(crate) fn preserving(pdev: &pci::Device, loc: &Location, id: &Identity) -> R
             dev_err!(
                 pdev.as_ref(),
                 "live update: cannot preserve: the list of preserved devices is full ({} devices)\n",
-                vfio::lu_abi::DEVS_MAX
+                lu_abi::DEVS_MAX
             );
             Err(e)
         }

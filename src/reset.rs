@@ -25,7 +25,10 @@
 //! never gets there: LUO calls unfreeze for the files already frozen, and unfreeze waits for its
 //! device's reset ([`unfrozen`]).
 
-use crate::abi::{Location, ResetRecord};
+use crate::{
+    abi::{Location, ResetRecord},
+    vfio,
+};
 use kernel::{
     device,
     fs::File,
@@ -39,7 +42,6 @@ use kernel::{
         global_lock, Arc, Completion,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
-    vfio,
     workqueue::{OwnedQueue, Work, WorkItem},
 };
 

@@ -42,16 +42,18 @@ use kernel::{
         atomic::{Atomic, Relaxed},
     },
     time::{Instant, Monotonic},
-    vfio::{self, lu_abi::Ser},
 };
 
 mod abi;
 #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
 mod fault;
 mod incoming;
+mod lu_abi;
 mod reset;
+mod vfio;
 
 use abi::{Identity, Location, ResetRecord};
+use lu_abi::Ser;
 use reset::{Fault, Mode, When};
 
 module! {
@@ -183,7 +185,7 @@ struct FileState {
 
 #[vtable]
 impl liveupdate::FileHandler for Handler {
-    const COMPATIBLE: &'static CStr = vfio::lu_abi::COMPATIBLE;
+    const COMPATIBLE: &'static CStr = lu_abi::COMPATIBLE;
     type Data = Ser;
     type State = FileState;
 
@@ -498,7 +500,7 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             }
             pr_info!(
                 "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
-                vfio::lu_abi::COMPATIBLE.to_str().unwrap_or("?"),
+                lu_abi::COMPATIBLE.to_str().unwrap_or("?"),
                 reset_mode().name()
             );
             Ok(())

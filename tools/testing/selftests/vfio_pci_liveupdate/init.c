@@ -87,17 +87,17 @@ static void mount_filesystems(void)
 }
 
 /*
- * The module's parameters, from "vfio_pci_liveupdate.<param>=<value>" on the
- * kernel command line, as modprobe passes them (the kernel itself does not
- * for a module loaded later).
+ * The parameters of module @name, from "<name>.<param>=<value>" on the kernel
+ * command line, as modprobe passes them (the kernel itself does not for a
+ * module loaded later).
  */
-static void module_params(char *params, size_t len)
+static void module_params(const char *name, char *params, size_t len)
 {
-	char cmdline[4096], *tok, *save;
-	const char *prefix = VFIO_LU_MODULE ".";
+	char cmdline[4096], prefix[64], *tok, *save;
 	size_t n = 0;
 
 	params[0] = '\0';
+	snprintf(prefix, sizeof(prefix), "%s.", name);
 	if (vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline)))
 		return;
 	for (tok = strtok_r(cmdline, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
@@ -106,21 +106,42 @@ static void module_params(char *params, size_t len)
 				      tok + strlen(prefix));
 }
 
-static void load_module(void)
+/* Load /lib/modules/@name.ko with its parameters from the command line. */
+static void load_one(const char *name)
 {
-	int fd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
-	char params[256];
+	char path[PATH_MAX], params[256];
+	int fd;
 
+	snprintf(path, sizeof(path), VFIO_LU_MODULES_DIR "/%s.ko", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		say("module %s: %s", VFIO_LU_MODULE_PATH, strerror(errno));
+		say("module %s: %s", path, strerror(errno));
 		return;
 	}
-	module_params(params, sizeof(params));
-	if (syscall(SYS_finit_module, fd, params, 0))
-		say("loading %s failed: %s", VFIO_LU_MODULE, strerror(errno));
+	module_params(name, params, sizeof(params));
+	if (syscall(SYS_finit_module, fd, params, 0) && errno != EEXIST)
+		say("loading %s failed: %s", name, strerror(errno));
 	else
-		say("loaded %s%s%s", VFIO_LU_MODULE, params[0] ? " " : "", params);
+		say("loaded %s%s%s", name, params[0] ? " " : "", params);
 	close(fd);
+}
+
+/*
+ * The modules in the order of /lib/modules/load (one name a line, the
+ * dependencies first: VFIO, vfio-pci-core and vfio-pci when they are modules,
+ * as distributions build them), then ours.
+ */
+static void load_module(void)
+{
+	FILE *order = fopen(VFIO_LU_MODULES_DIR "/load", "re");
+	char name[64];
+
+	while (order && fscanf(order, "%63s", name) == 1)
+		if (strcmp(name, VFIO_LU_MODULE))
+			load_one(name);
+	if (order)
+		fclose(order);
+	load_one(VFIO_LU_MODULE);
 }
 
 /*

@@ -31,7 +31,8 @@
 
 #define VFIO_LU_MAX_DEVS	64
 #define VFIO_LU_MODULE		"vfio_pci_liveupdate"
-#define VFIO_LU_MODULE_PATH	"/lib/modules/" VFIO_LU_MODULE ".ko"
+#define VFIO_LU_MODULES_DIR	"/lib/modules"
+#define VFIO_LU_MODULE_PATH	VFIO_LU_MODULES_DIR "/" VFIO_LU_MODULE ".ko"
 #define PCI_DEVICES		"/sys/bus/pci/devices"
 
 struct vfio_lu_dev {

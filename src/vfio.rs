@@ -6,9 +6,13 @@
 //! VFIO character device (`/dev/vfio/devices/vfioX`), the PCI function behind a vfio-pci device,
 //! a search of the registered devices, and a new device file equivalent to opening the cdev.
 //!
+//! The driver's own abstraction of VFIO, not the kernel crate's: VFIO, vfio-pci-core and vfio-pci
+//! may be modules, and the kernel crate, part of vmlinux, cannot call into them. Only the driver
+//! logic uses it; every C call is here.
+//!
 //! C header: [`include/linux/vfio.h`](srctree/include/linux/vfio.h)
 
-use crate::{
+use kernel::{
     bindings, device,
     error::{from_err_ptr, to_result},
     fs::File,
@@ -27,7 +31,7 @@ use core::ptr::NonNull;
 /// device file, or by a [`Registered`]) for at least the lifetime of the reference: the device is
 /// registered, and the driver that registered it stays bound to the parent device.
 #[repr(transparent)]
-pub struct Device(Opaque<bindings::vfio_device>);
+pub(crate) struct Device(Opaque<bindings::vfio_device>);
 
 // SAFETY: The methods of `Device` may be called from any thread; the C side locks what needs it.
 unsafe impl Sync for Device {}
@@ -50,7 +54,7 @@ impl Device {
     /// The VFIO device of `file`, if it is a VFIO device file opened through the device's
     /// character device (or made by [`Device::open_cdev_file`]). Device files obtained with
     /// `VFIO_GROUP_GET_DEVICE_FD`, and all other files, give [`None`].
-    pub fn from_cdev_file(file: &File) -> Option<&Device> {
+    pub(crate) fn from_cdev_file(file: &File) -> Option<&Device> {
         // SAFETY: `file` is a valid file.
         let dev = unsafe { bindings::vfio_device_from_cdev_file(file.as_ptr()) };
         // SAFETY: An open VFIO device file holds the device's registration until it is released,
@@ -60,7 +64,7 @@ impl Device {
 
     /// Whether the device has been opened through `file`: `VFIO_DEVICE_BIND_IOMMUFD` succeeded on
     /// this cdev file (or it came from `VFIO_GROUP_GET_DEVICE_FD`). False for non-VFIO files.
-    pub fn file_is_bound(file: &File) -> bool {
+    pub(crate) fn file_is_bound(file: &File) -> bool {
         // SAFETY: `file` is a valid file.
         unsafe { bindings::vfio_device_file_is_bound(file.as_ptr()) }
     }
@@ -68,7 +72,7 @@ impl Device {
     /// Finds a registered VFIO device whose parent is a PCI function accepted by `pred`.
     ///
     /// `pred` runs for registered devices in turn, with no lock held; it must not sleep.
-    pub fn find_by_pci<F: Fn(&pci::Device) -> bool>(pred: F) -> Option<Registered> {
+    pub(crate) fn find_by_pci<F: Fn(&pci::Device) -> bool>(pred: F) -> Option<Registered> {
         /// # Safety
         ///
         /// `dev` is a `struct vfio_device` in the VFIO device class, with a reference held, and
@@ -96,7 +100,7 @@ impl Device {
     }
 
     /// The PCI function behind this device, if its parent is one.
-    pub fn pci_dev(&self) -> Option<&pci::Device> {
+    pub(crate) fn pci_dev(&self) -> Option<&pci::Device> {
         // SAFETY: By the type invariants, the device is registered, so it is valid and holds a
         // reference on its parent for as long as `self` is borrowed.
         unsafe { parent_pci(self.as_raw()) }
@@ -104,13 +108,15 @@ impl Device {
 
     /// The vfio-pci device, if this device was registered by the vfio-pci driver itself (not by
     /// a variant driver built on vfio-pci-core).
-    pub fn as_vfio_pci(&self) -> Option<&PciCoreDevice> {
-        let pdev = self.pci_dev()?;
+    pub(crate) fn as_vfio_pci(&self) -> Option<&PciCoreDevice> {
+        // A PCI function's, first.
+        self.pci_dev()?;
         // SAFETY: By the type invariants, the device is registered, so `ops` is valid.
         let ops_name = unsafe { (*(*self.as_raw()).ops).name };
-        // SAFETY: By the type invariants, the driver that registered this device is bound to
-        // `pdev` for the lifetime of `self`, so `driver` is stable and valid.
-        let drv = unsafe { (*pdev.as_ref().as_raw()).driver };
+        // SAFETY: By the type invariants, the driver that registered this device is bound to its
+        // parent for the lifetime of `self`, so the parent's `driver` is
+        // stable and valid.
+        let drv = unsafe { (*(*self.as_raw()).dev).driver };
         if ops_name.is_null() || drv.is_null() {
             return None;
         }
@@ -129,14 +135,14 @@ impl Device {
         // SAFETY: vfio-pci allocates every VFIO device it registers as the `vdev` member of a
         // `struct vfio_pci_core_device`, which lives as long as the VFIO device.
         Some(unsafe {
-            &*crate::container_of!(self.as_raw(), bindings::vfio_pci_core_device, vdev).cast()
+            &*kernel::container_of!(self.as_raw(), bindings::vfio_pci_core_device, vdev).cast()
         })
     }
 
     /// Opens a new file for the device, equivalent to opening its character device: device
     /// access through it stays blocked until `VFIO_DEVICE_BIND_IOMMUFD`. `name` is the name of
     /// its anonymous inode.
-    pub fn open_cdev_file(&self, name: &'static CStr) -> Result<ARef<File>> {
+    pub(crate) fn open_cdev_file(&self, name: &'static CStr) -> Result<ARef<File>> {
         // SAFETY: By the type invariants, the device is registered; `name` is a static string.
         let file = from_err_ptr(unsafe {
             bindings::vfio_device_cdev_open_file(self.as_raw(), name.as_char_ptr())
@@ -151,7 +157,7 @@ impl Device {
 /// Registered with [`OpenGateRegistration`], [`OpenGate::check`] runs for every open of a
 /// registered device through its character device or `VFIO_GROUP_GET_DEVICE_FD`; an error refuses
 /// the open with it. Opens made with [`Device::open_cdev_file`] are not checked.
-pub trait OpenGate: Send + Sync {
+pub(crate) trait OpenGate: Send + Sync {
     /// Whether `dev` may be opened. Runs in process context and may sleep; it must not call into
     /// VFIO.
     fn check(&self, dev: &Device) -> Result;
@@ -164,7 +170,7 @@ pub trait OpenGate: Send + Sync {
 ///
 /// `gate` is registered with VFIO from a successful [`OpenGateRegistration::register`] until drop.
 #[pin_data(PinnedDrop)]
-pub struct OpenGateRegistration<T: OpenGate> {
+pub(crate) struct OpenGateRegistration<T: OpenGate> {
     #[pin]
     gate: Opaque<bindings::vfio_open_gate>,
     data: T,
@@ -177,7 +183,7 @@ unsafe impl<T: OpenGate> Sync for OpenGateRegistration<T> {}
 
 impl<T: OpenGate> OpenGateRegistration<T> {
     /// Registers `data` as VFIO's open gate. Fails with [`EBUSY`] if another gate is registered.
-    pub fn register(data: T) -> impl PinInit<Self, Error> {
+    pub(crate) fn register(data: T) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             data,
             gate <- Opaque::try_ffi_init(|slot: *mut bindings::vfio_open_gate| {
@@ -195,11 +201,6 @@ impl<T: OpenGate> OpenGateRegistration<T> {
         })
     }
 
-    /// The gate's data.
-    pub fn data(&self) -> &T {
-        &self.data
-    }
-
     /// # Safety
     ///
     /// `gate` is the `gate` field of a registered `Self`; `device` is a VFIO device whose
@@ -211,7 +212,7 @@ impl<T: OpenGate> OpenGateRegistration<T> {
         // SAFETY: By the safety requirements, `gate` is the `gate` field of a `Self`, which stays
         // alive while registered; `Opaque<T>` is transparent over `T`.
         let this = unsafe {
-            &*crate::container_of!(gate.cast::<Opaque<bindings::vfio_open_gate>>(), Self, gate)
+            &*kernel::container_of!(gate.cast::<Opaque<bindings::vfio_open_gate>>(), Self, gate)
         };
         // SAFETY: By the safety requirements, the device's registration is held during the call.
         let dev = unsafe { Device::from_raw(device) };
@@ -247,7 +248,7 @@ unsafe fn parent_pci<'a>(dev: *mut bindings::vfio_device) -> Option<&'a pci::Dev
 /// # Invariants
 ///
 /// The pointer is a `struct vfio_device` whose registration reference this object owns.
-pub struct Registered(NonNull<bindings::vfio_device>);
+pub(crate) struct Registered(NonNull<bindings::vfio_device>);
 
 // SAFETY: A registration reference may be dropped from any thread.
 unsafe impl Send for Registered {}
@@ -272,7 +273,7 @@ impl Drop for Registered {
 
 /// How userspace has set up the interrupts of a vfio-pci device (`irq_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IrqMode {
+pub(crate) enum IrqMode {
     /// No interrupts enabled.
     None,
     /// Legacy INTx.
@@ -289,7 +290,7 @@ pub enum IrqMode {
 ///
 /// Only made by [`Device::as_vfio_pci`], from a [`Device`] whose invariants it shares.
 #[repr(transparent)]
-pub struct PciCoreDevice(Opaque<bindings::vfio_pci_core_device>);
+pub(crate) struct PciCoreDevice(Opaque<bindings::vfio_pci_core_device>);
 
 impl PciCoreDevice {
     fn as_raw(&self) -> *mut bindings::vfio_pci_core_device {
@@ -297,7 +298,7 @@ impl PciCoreDevice {
     }
 
     /// The PCI function.
-    pub fn pci(&self) -> &pci::Device {
+    pub(crate) fn pci(&self) -> &pci::Device {
         // SAFETY: vfio-pci sets `pdev` before registering the device, and the function outlives
         // the VFIO device.
         unsafe { &*(*self.as_raw()).pdev.cast() }
@@ -305,7 +306,7 @@ impl PciCoreDevice {
 
     /// Takes the lock of the device's VFIO device set, which vfio-pci holds across open, close
     /// and reset of the devices of the set.
-    pub fn lock(&self) -> PciCoreGuard<'_> {
+    pub(crate) fn lock(&self) -> PciCoreGuard<'_> {
         // SAFETY: By the type invariants, the device is registered, so `dev_set` is valid.
         unsafe { bindings::mutex_lock(&raw mut (*(*self.as_raw()).vdev.dev_set).lock) };
         // INVARIANT: The lock is held.
@@ -313,7 +314,7 @@ impl PciCoreDevice {
     }
 
     /// Takes the lock of the device's VFIO device set if it is free, without sleeping.
-    pub fn try_lock(&self) -> Option<PciCoreGuard<'_>> {
+    pub(crate) fn try_lock(&self) -> Option<PciCoreGuard<'_>> {
         // SAFETY: By the type invariants, the device is registered, so `dev_set` is valid.
         let locked =
             unsafe { bindings::mutex_trylock(&raw mut (*(*self.as_raw()).vdev.dev_set).lock) };
@@ -331,13 +332,13 @@ impl PciCoreDevice {
 /// # Invariants
 ///
 /// The device set lock of the device is held by this object and released on drop.
-pub struct PciCoreGuard<'a>(&'a PciCoreDevice);
+pub(crate) struct PciCoreGuard<'a>(&'a PciCoreDevice);
 
 impl PciCoreGuard<'_> {
     /// The interrupt mode userspace has set with `VFIO_DEVICE_SET_IRQS`, as a snapshot for
     /// messages: vfio-pci changes it under its `igate` lock, which this does not take
     /// ([`PciCoreGuard::freeze_user_access`] checks it under that lock).
-    pub fn irq_mode(&self) -> IrqMode {
+    pub(crate) fn irq_mode(&self) -> IrqMode {
         // SAFETY: The device is valid; `irq_type` is an `int`, read once, without the lock that
         // covers its changes (a snapshot, as documented).
         let t = unsafe { core::ptr::read_volatile(&raw const (*self.0.as_raw()).irq_type) };
@@ -356,14 +357,14 @@ impl PciCoreGuard<'_> {
     /// nothing, if userspace has interrupts enabled; vfio-pci checks that under the lock with
     /// which `VFIO_DEVICE_SET_IRQS` enables them, so no call racing with this one enables them
     /// after it.
-    pub fn freeze_user_access(&self) -> Result {
+    pub(crate) fn freeze_user_access(&self) -> Result {
         // SAFETY: The device is valid and, by the type invariants, its set lock is held, as the
         // function requires.
         to_result(unsafe { bindings::vfio_pci_core_lu_freeze(self.0.as_raw()) })
     }
 
     /// Gives user access back after [`PciCoreGuard::freeze_user_access`] (a cancelled kexec).
-    pub fn unfreeze_user_access(&self) {
+    pub(crate) fn unfreeze_user_access(&self) {
         // SAFETY: As in `freeze_user_access`.
         unsafe { bindings::vfio_pci_core_lu_unfreeze(self.0.as_raw()) };
     }
@@ -374,120 +375,4 @@ impl Drop for PciCoreGuard<'_> {
         // SAFETY: By the type invariants, we hold the lock.
         unsafe { bindings::mutex_unlock(&raw mut (*(*self.0.as_raw()).vdev.dev_set).lock) };
     }
-}
-
-/// The KHO ABI of the vfio-pci live update handler.
-///
-/// The bindgen types of the C header, which documents the layout and its versioning rules, with
-/// the layout checked at compile time.
-///
-/// C header: [`include/linux/kho/abi/vfio_pci.h`](srctree/include/linux/kho/abi/vfio_pci.h)
-pub mod lu_abi {
-    use crate::{
-        bindings,
-        prelude::*,
-        static_assert,
-        transmute::{AsBytes, FromBytes},
-    };
-    use core::mem::offset_of;
-
-    pub use bindings::{
-        vfio_pci_core_device_ser as CoreSer,
-        vfio_pci_lu_dev_ser as DevSer,
-        vfio_pci_lu_dev_v1_ser as DevV1Ser,
-        vfio_pci_lu_devs_ser as DevsSer,
-        vfio_pci_lu_devs_v1_ser as DevsV1Ser,
-        vfio_pci_lu_ext as Ext,
-        vfio_pci_lu_identity as IdentitySer,
-        vfio_pci_lu_ser as Ser, //
-    };
-
-    /// The handler's compatible string, `"vfio-pci-v1"`.
-    pub const COMPATIBLE: &CStr =
-        match CStr::from_bytes_with_nul(bindings::VFIO_PCI_LUO_FH_COMPATIBLE) {
-            Ok(s) => s,
-            Err(_) => panic!("VFIO_PCI_LUO_FH_COMPATIBLE is not a C string"),
-        };
-    /// The compatible string of the list of preserved devices, `"vfio-pci-devices-v1"`.
-    pub const FLB_COMPATIBLE: &CStr =
-        match CStr::from_bytes_with_nul(bindings::VFIO_PCI_LUO_FLB_COMPATIBLE) {
-            Ok(s) => s,
-            Err(_) => panic!("VFIO_PCI_LUO_FLB_COMPATIBLE is not a C string"),
-        };
-    /// `magic` of the list of preserved devices.
-    pub const DEVS_MAGIC: u32 = bindings::VFIO_PCI_LU_DEVS_MAGIC;
-    /// The list version this kernel writes and reads.
-    // CAST: A small constant.
-    pub const DEVS_VERSION: u16 = bindings::VFIO_PCI_LU_DEVS_VERSION as u16;
-    /// How many devices the list holds.
-    // CAST: A small constant.
-    pub const DEVS_MAX: usize = bindings::VFIO_PCI_LU_DEVS_MAX as usize;
-    /// The version of the older list, which is still read.
-    // CAST: A small constant.
-    pub const DEVS_V1_VERSION: u16 = bindings::VFIO_PCI_LU_DEVS_V1_VERSION as u16;
-    /// How many devices the older list holds.
-    // CAST: A small constant.
-    pub const DEVS_V1_MAX: usize = bindings::VFIO_PCI_LU_DEVS_V1_MAX as usize;
-    /// `reset` of a list entry: the device was not reset (preserved, or unfrozen).
-    // CAST: A small constant.
-    pub const RESET_NONE: u8 = bindings::VFIO_PCI_LU_RESET_NONE as u8;
-    /// `reset` of a list entry: the freeze started the reset, its end was not seen.
-    // CAST: A small constant.
-    pub const RESET_QUEUED: u8 = bindings::VFIO_PCI_LU_RESET_QUEUED as u8;
-    /// `reset` of a list entry: the reset and the restore of the configuration completed.
-    // CAST: A small constant.
-    pub const RESET_DONE: u8 = bindings::VFIO_PCI_LU_RESET_DONE as u8;
-    /// `reset` of a list entry: the reset failed or did not get the device's locks in time.
-    // CAST: A small constant.
-    pub const RESET_FAILED: u8 = bindings::VFIO_PCI_LU_RESET_FAILED as u8;
-
-    /// `magic` of the extension.
-    pub const EXT_MAGIC: u32 = bindings::VFIO_PCI_LU_EXT_MAGIC;
-    /// The extension version this kernel writes and reads.
-    // CAST: A small constant.
-    pub const EXT_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_VERSION as u16;
-    /// The largest extension `length` a reader accepts.
-    // CAST: A small constant.
-    pub const EXT_MAX_LENGTH: u16 = bindings::VFIO_PCI_LU_EXT_MAX_LENGTH as u16;
-
-    // The upstream layout first, exactly; then the extension right after it.
-    static_assert!(size_of::<CoreSer>() == 6);
-    static_assert!(offset_of!(CoreSer, domain) == 0);
-    static_assert!(offset_of!(CoreSer, bdf) == 4);
-    static_assert!(offset_of!(Ser, core) == 0);
-    static_assert!(offset_of!(Ser, ext) == 6);
-    static_assert!(offset_of!(Ext, magic) == 0);
-    static_assert!(offset_of!(Ext, version) == 4);
-    static_assert!(offset_of!(Ext, length) == 6);
-    static_assert!(offset_of!(Ext, id) == 8);
-    static_assert!(size_of::<IdentitySer>() == 16);
-    static_assert!(size_of::<Ext>() == 24);
-    static_assert!(size_of::<Ser>() == 30);
-    static_assert!(align_of::<Ser>() == 1);
-
-    static_assert!(size_of::<DevSer>() == 24);
-    static_assert!(offset_of!(DevSer, reset) == 6);
-    static_assert!(offset_of!(DevSer, id) == 8);
-    static_assert!(offset_of!(DevsSer, devs) == 8);
-    static_assert!(size_of::<DevsSer>() == 4096);
-    static_assert!(8 + 24 * DEVS_MAX <= 4096);
-    static_assert!(size_of::<DevV1Ser>() == 8);
-    static_assert!(offset_of!(DevsV1Ser, devs) == 8);
-    static_assert!(size_of::<DevsV1Ser>() == 8 + 8 * DEVS_V1_MAX);
-
-    // SAFETY: `DevsSer` is a packed C struct of integers (and arrays of such): every bit
-    // pattern is valid and it has no interior mutability.
-    unsafe impl FromBytes for DevsSer {}
-    // SAFETY: `DevsSer` is a packed C struct of integers: it has no padding bytes.
-    unsafe impl AsBytes for DevsSer {}
-    // SAFETY: As for `DevsSer`.
-    unsafe impl FromBytes for DevsV1Ser {}
-    // SAFETY: As for `DevsSer`.
-    unsafe impl AsBytes for DevsV1Ser {}
-
-    // SAFETY: `Ser` is a packed C struct of integers: every bit pattern is valid and it has no
-    // interior mutability.
-    unsafe impl FromBytes for Ser {}
-    // SAFETY: `Ser` is a packed C struct of integers: it has no padding bytes.
-    unsafe impl AsBytes for Ser {}
 }
