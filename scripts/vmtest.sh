@@ -63,7 +63,9 @@ if [ "$RESET_DEVICES" = default ]; then
 	RESET_DEVICES=
 	[ "$MODE" = test ] && RESET_DEVICES="virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci-x2"
 fi
-build_lock
+# Runs may go on at the same time (make test starts its three together); a
+# kernel build waits for them, and they for it.
+build_lock shared
 
 [ -f "$KOBJ/arch/x86/boot/bzImage" ] || die "no kernel: run scripts/kernel.sh first"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/setup.sh"
@@ -74,16 +76,23 @@ mkdir -p "$GUEST/bin" "$RUN"
 ln -sfn "$RUN" "$LOGS/latest"
 
 # --- guest programs (static, glibc) -----------------------------------------
+# One run at a time builds them (lock 8); each run then packs its own copy.
 CFLAGS=(-static -O2 -Wall -Wno-unused-result
 	-isystem "$KOBJ/usr/include"
 	-I "$KSRC/tools/testing/selftests" -I "$SELFTESTS")
+exec 8>>"$GUEST/.lock"
+flock 8
 for src in "$SELFTESTS"/*.c; do
 	bin=$GUEST/bin/$(basename "$src" .c)
 	if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ] || [ "$SELFTESTS/vfio_lu_util.h" -nt "$bin" ] ||
 	   [ "$KOBJ/usr/include/linux/vfio.h" -nt "$bin" ]; then
-		gcc "${CFLAGS[@]}" -o "$bin" "$src" || die "building $(basename "$src") failed"
+		gcc "${CFLAGS[@]}" -o "$bin.tmp" "$src" || die "building $(basename "$src") failed"
+		mv "$bin.tmp" "$bin"
 	fi
 done
+mkdir -p "$RUN/bin"
+cp -p "$GUEST"/bin/* "$RUN/bin/"
+flock -u 8
 
 # --- the sample VMM (demo mode): Rust, static; cargo rebuilds what changed ----
 SAMPLE_BIN=
@@ -100,7 +109,7 @@ MODULE=$KOBJ/$KDIR_DRIVER/vfio_pci_liveupdate.ko
 [ -f "$MODULE" ] || die "$MODULE missing"
 # The modules ours needs, with their own dependencies first, and vfio-pci (which
 # binds the devices): with VFIO built as modules, as distributions build it,
-# VFIO, vfio-pci-core, vfio-pci and what they use. Init loads them in this
+# VFIO, vfio-pci-core, vfio-pci, VFIO's type1 IOMMU backend and what they use. Init loads them in this
 # order (/lib/modules/load), each with its parameters from the command line.
 declare -A KO_PATH=()
 while read -r o; do
@@ -118,6 +127,9 @@ add_module() {	# $1 = module name; a built-in one is skipped
 	LOAD_ORDER+=("$n")
 }
 add_module vfio_pci
+# The type1 IOMMU backend of VFIO containers (the group tests), which modprobe
+# would load on a distribution's kernel when a container asks for it.
+add_module vfio_iommu_type1
 add_module vfio_pci_liveupdate
 case "$MODE" in
 test) LISTS=${LISTS:-stage} ;;
@@ -135,26 +147,26 @@ dir /tmp 01777 0 0
 dir /lib 0755 0 0
 dir /lib/modules 0755 0 0
 dir /tests 0755 0 0
-file /init $GUEST/bin/init 0755 0 0
-file /lib/modules/load $GUEST/modules.load 0644 0 0
+file /init $RUN/bin/init 0755 0 0
+file /lib/modules/load $RUN/modules.load 0644 0 0
 file /tests/stage1 $SELFTESTS/${LISTS}1.list 0644 0 0
 file /tests/stage2 $SELFTESTS/${LISTS}2.list 0644 0 0
 LIST
 	for m in "${LOAD_ORDER[@]}"; do echo "file /lib/modules/$m.ko ${KO_PATH[$m]} 0644 0 0"; done
-	for b in "$GUEST"/bin/*; do
+	for b in "$RUN"/bin/*; do
 		[ "$(basename "$b")" = init ] || echo "file /tests/$(basename "$b") $b 0755 0 0"
 	done
 	[ -z "$SAMPLE_BIN" ] || echo "file /tests/vfio_lu_vmm $SAMPLE_BIN 0755 0 0"
 	if [ "$1" = 1 ]; then
 		echo "file /kernel $KOBJ/arch/x86/boot/bzImage 0644 0 0"
-		echo "file /initrd.img $GUEST/initrd-stage2.cpio 0644 0 0"
+		echo "file /initrd.img $RUN/initrd-stage2.cpio 0644 0 0"
 	fi
 }
-printf '%s\n' "${LOAD_ORDER[@]}" > "$GUEST/modules.load"
-cpio_list 2 > "$GUEST/stage2.list"
-"$KOBJ/usr/gen_init_cpio" "$GUEST/stage2.list" > "$GUEST/initrd-stage2.cpio"
-cpio_list 1 > "$GUEST/stage1.list"
-"$KOBJ/usr/gen_init_cpio" "$GUEST/stage1.list" > "$GUEST/initrd-stage1.cpio"
+printf '%s\n' "${LOAD_ORDER[@]}" > "$RUN/modules.load"
+cpio_list 2 > "$RUN/stage2.list"
+"$KOBJ/usr/gen_init_cpio" "$RUN/stage2.list" > "$RUN/initrd-stage2.cpio"
+cpio_list 1 > "$RUN/stage1.list"
+"$KOBJ/usr/gen_init_cpio" "$RUN/stage1.list" > "$RUN/initrd-stage1.cpio"
 
 # --- QEMU ----------------------------------------------------------------------
 # intel-iommu must come before the devices it translates for.
@@ -200,7 +212,7 @@ cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfi
 [ "$KFLAVOUR" = debug ] && cmdline+=" kho_scratch=64M,512M,64M no5lvl"
 cmdline+="${APPEND:+ $APPEND}"
 qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
-       -kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$GUEST/initrd-stage1.cpio"
+       -kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$RUN/initrd-stage1.cpio"
        -append "$cmdline")
 printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
 
@@ -227,6 +239,8 @@ for attempt in 1 2; do
 	break
 done
 echo "$qrc" > "$RUN/qemu.rc"
+# The images and programs are the build's, not the run's record.
+rm -rf "$RUN/bin" "$RUN"/initrd-stage*.cpio
 python3 "$PROJECT/scripts/vm_report.py" --mode "$MODE" --qemu-rc "$qrc" \
 	--wall "$(echo "$t1 - $t0" | bc)" --devices "$DEVICES" "$RUN" | tee "$RUN/report.txt"
 exit "${PIPESTATUS[0]}"
