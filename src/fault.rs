@@ -310,13 +310,32 @@ pub(crate) fn hold_reset_lock(pdev: &pci::Device) -> Option<ResetLock<'_>> {
     held
 }
 
-/// Records a reset of `pdev` by this module: its command register `before` the reset, now (after
-/// it), and whether interrupts were enabled.
-pub(crate) fn record_reset(pdev: &pci::Device, before: u16, irqs: bool) {
+/// What [`record_reset`] records of a device when its reset begins: its command register, and
+/// whether MSI or MSI-X is enabled on it (the PCI core's own state of the function).
+pub(crate) struct Snapshot {
+    command: u16,
+    irqs: bool,
+}
+
+/// The state of `pdev` for [`record_reset`], when its reset begins.
+pub(crate) fn snapshot(pdev: &pci::Device) -> Snapshot {
+    let raw = crate::vfio::raw_pci(pdev);
+    // SAFETY: `pdev` is a valid PCI function; the PCI core changes these bits when it enables or
+    // disables MSI or MSI-X, and a racy read of them is only a snapshot, as documented.
+    let irqs = unsafe { (*raw).msi_enabled() != 0 || (*raw).msix_enabled() != 0 };
+    Snapshot {
+        command: pdev.command(),
+        irqs,
+    }
+}
+
+/// Records a reset of `pdev` by this module: its command register and interrupts `before` the
+/// reset, and its command register now (after it).
+pub(crate) fn record_reset(pdev: &pci::Device, before: Snapshot) {
     let seq = RESET_SEQ.fetch_add(1, Relaxed).wrapping_add(1);
     let value = u64::from(seq) << 33
-        | u64::from(irqs) << 32
-        | u64::from(before) << 16
+        | u64::from(before.irqs) << 32
+        | u64::from(before.command) << 16
         | u64::from(pdev.command());
     if let Some(i) = slot_index(&RESET_KEYS, &Location::of(pdev)) {
         RESETS[i].store(value, Relaxed);

@@ -8,10 +8,10 @@
 //!
 //! - old kernel: preserve adds the device and refuses one that is in the list already (a second
 //!   file of the same device, in any session); unpreserve removes it;
-//! - new kernel: the module reads the list when it loads. Until a device's file is retrieved, or
-//!   finished without being retrieved, opening the device through its cdev or
-//!   `VFIO_GROUP_GET_DEVICE_FD` fails with `EBUSY` ([`Gate`]), so nobody initialises it without
-//!   its preserved state. With module parameter `bind_preserved`, the module also sets the
+//! - new kernel: the module reads the list when it loads. Until a device's retrieved file is
+//!   bound (`VFIO_DEVICE_BIND_IOMMUFD`), or its file finished, opening the device any other way
+//!   (its cdev, `VFIO_GROUP_GET_DEVICE_FD`) fails with `EBUSY` ([`vfio::Hold`]), so nobody
+//!   initialises or resets it without its preserved state. With module parameter `bind_preserved`, the module also sets the
 //!   devices' `driver_override` to vfio-pci and binds the ones that have no driver yet
 //!   ([`bind_preserved`]).
 
@@ -40,8 +40,9 @@ pub(crate) struct Devices;
 struct Entry {
     /// What the previous kernel listed.
     listed: ListEntry,
-    /// Its file was retrieved: others may open it.
-    retrieved: bool,
+    /// The hold-off of its opens, until its file is bound, or finished; none if no PCI function
+    /// is at its address.
+    _hold: Option<vfio::Hold>,
 }
 
 /// The incoming list, in the new kernel.
@@ -79,10 +80,11 @@ impl liveupdate::Flb for Devices {
                 listed.location,
                 listed.reset.describe()
             );
+            let hold = hold(&listed.location);
             entries.push(
                 Entry {
                     listed,
-                    retrieved: false,
+                    _hold: hold,
                 },
                 GFP_KERNEL,
             )?;
@@ -180,13 +182,55 @@ pub(crate) fn reset_record(loc: &Location) -> ResetRecord {
     .unwrap_or(ResetRecord::Unknown)
 }
 
-/// The file of the device at `loc` was retrieved: others may open the device now.
-pub(crate) fn retrieved(loc: &Location) {
-    with_incoming(|entries| {
-        for e in entries.iter_mut().filter(|e| e.listed.location == *loc) {
-            e.retrieved = true;
+/// Holds off the opens of the function at `loc`; logs why not when it cannot.
+fn hold(loc: &Location) -> Option<vfio::Hold> {
+    let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
+        pr_err!(
+            "{}: live update: preserved by the previous kernel, but no PCI device is at this address
+",
+            loc
+        );
+        return None;
+    };
+    vfio::Hold::new(pdev)
+        .inspect_err(|e| {
+            pr_err!(
+                "{}: live update: the opens of this preserved device cannot be held off: {:?}
+",
+                loc,
+                e
+            )
+        })
+        .ok()
+}
+
+/// Retrieve of the file of `pdev` at `loc`: its opens must be held off for the file to be made
+/// ([`vfio::PciDevice::open_file`]); they are, unless the list of preserved devices was not
+/// usable. Then they are from now on, until the file is finished; or, without any list, only
+/// while the caller keeps the returned hold.
+pub(crate) fn hold_for_retrieve(pdev: &pci::Device, loc: &Location) -> Result<Option<vfio::Hold>> {
+    let hold = || vfio::Hold::new(pdev.into());
+    let Some(res) = with_incoming(|entries| -> Result {
+        if entries.iter().any(|e| e.listed.location == *loc) {
+            return Ok(());
         }
-    });
+        let listed = ListEntry {
+            location: *loc,
+            reset: ResetRecord::Unknown,
+            identity: None,
+        };
+        entries.push(
+            Entry {
+                listed,
+                _hold: Some(hold()?),
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(())
+    }) else {
+        return hold().map(Some);
+    };
+    res.map(|()| None)
 }
 
 /// The file of the device at `loc` was finished: it leaves the list.
@@ -201,32 +245,6 @@ pub(crate) fn load() {
             "live update: {} device(s) preserved by the previous kernel are held off until retrieved\n",
             n
         );
-    }
-}
-
-/// The open gate: refuses opens of incoming devices whose files are not retrieved yet.
-pub(crate) struct Gate;
-
-impl vfio::OpenGate for Gate {
-    fn check(&self, dev: &vfio::Device) -> Result {
-        let Some(pdev) = dev.pci_dev() else {
-            return Ok(());
-        };
-        let loc = Location::of(pdev);
-        let held = with_incoming(|entries| {
-            entries
-                .iter()
-                .any(|e| e.listed.location == loc && !e.retrieved)
-        })
-        .unwrap_or(false);
-        if held {
-            dev_warn!(
-                pdev.as_ref(),
-                "live update: open refused (EBUSY): the previous kernel preserved this device; retrieve its file (LIVEUPDATE_SESSION_RETRIEVE_FD) or finish its session first\n"
-            );
-            return Err(EBUSY);
-        }
-        Ok(())
     }
 }
 

@@ -110,38 +110,31 @@ pub(crate) fn injected(_loc: &Location) -> Option<Fault> {
     None
 }
 
-/// Resets a locked function whose DMA is already off, then writes back its configuration as it
-/// was just before the reset, bus mastering off, and logs the outcome with the time the reset
-/// took. `set` is the held lock of the device's VFIO device set. `fail` is a fault injected by the
-/// tests: the reset is not done and fails with `EIO`.
-pub(crate) fn reset_locked(
-    set: &vfio::PciCoreGuard<'_>,
-    pdev: &pci::Device,
-    lock: &ResetLock<'_>,
-    when: When,
-    fail: bool,
-) -> Result {
+/// Resets the device of `core`, at `loc`, under vfio-pci's locks ([`vfio::PciDevice::reset`]:
+/// bus mastering off, the configuration as it was just before the reset written back), trying the
+/// locks for [`LOCK_ATTEMPTS`] times [`LOCK_RETRY_MS`] ms, and logs the outcome with the time the
+/// reset took. Fails with [`EAGAIN`] if the locks stayed taken, or with the error of the reset.
+/// Takes the reset fault that the tests armed for `loc`.
+pub(crate) fn reset(core: &vfio::PciDevice, loc: &Location, when: When) -> Result {
+    let pdev = core.pci();
     let dev: &device::Device = pdev.as_ref();
+    let fault = injected(loc);
+    // A test holding the device's locks past the give-up, as another task might.
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+    let _held = (fault == Some(Fault::Locked))
+        .then(|| crate::fault::hold_reset_lock(pdev))
+        .flatten();
     let start = Instant::<Monotonic>::now();
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    let before = pdev.command();
-    // The state to restore is the user's as it is now, with bus mastering off: the state last
-    // saved may be older, saved with bus mastering on (by VFIO_DEVICE_RESET, for instance), and
-    // restoring it would let the device do DMA again until the kexec.
-    pdev.set_bus_master(false);
-    lock.save_state();
-    let res = if fail {
+    let before = crate::fault::snapshot(pdev);
+    let res = if fault == Some(Fault::Error) {
         dev_err!(dev, "live update: fault injection: the reset fails\n");
         Err(EIO)
     } else {
-        let res = lock.reset_function();
-        lock.restore_state();
-        res
+        retry_locked(|| core.reset())
     };
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    crate::fault::record_reset(pdev, before, set.irq_mode() != vfio::IrqMode::None);
-    #[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
-    let _ = set;
+    crate::fault::record_reset(pdev, before);
     let us = start.elapsed().as_micros_ceil();
     let (mode, waited) = match when {
         When::Parallel(q) => ("parallel", (start - q).as_micros_ceil()),
@@ -158,13 +151,32 @@ pub(crate) fn reset_locked(
         ),
         Err(e) => dev_err!(
             dev,
-            "live update: reset failed after {} us ({}): {:?}\n",
+            "live update: reset not done after {} us ({}): {}\n",
             us,
             mode,
-            e
+            describe_failure(e)
         ),
     }
     res
+}
+
+/// What a failure of [`reset`] means, for a log line.
+pub(crate) fn describe_failure(e: Error) -> impl core::fmt::Display {
+    struct Why(Error);
+    impl core::fmt::Display for Why {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            if self.0 == EAGAIN {
+                write!(
+                    f,
+                    "the device, its upstream bridge or its VFIO device set stayed locked by someone else for {} ms",
+                    LOCK_ATTEMPTS * LOCK_RETRY_MS
+                )
+            } else {
+                write!(f, "the reset did not work ({:?})", self.0)
+            }
+        }
+    }
+    Why(e)
 }
 
 /// A reset queued by a freeze in parallel mode.
@@ -191,54 +203,25 @@ impl_has_work! {
     impl HasWork<Self> for Job { self.work }
 }
 
-/// Calls `f` until it gives something, [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`] apart.
-pub(crate) fn retry<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `f` while it fails with [`EAGAIN`], [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`]
+/// apart.
+fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
     for attempt in 1..=LOCK_ATTEMPTS {
-        if let Some(v) = f() {
-            return Some(v);
+        match f() {
+            Err(e) if e == EAGAIN => {}
+            res => return res,
         }
         if attempt < LOCK_ATTEMPTS {
             fsleep(Delta::from_millis(LOCK_RETRY_MS));
         }
     }
-    None
+    Err(EAGAIN)
 }
 
 impl Job {
     fn run_reset(&self) -> Result {
-        let core = vfio::Device::from_cdev_file(&self.file)
-            .and_then(|d| d.as_vfio_pci())
-            .ok_or(ENODEV)?;
-        let pdev = core.pci();
-        let fault = injected(&self.location);
-        // A test holding the device's locks past the give-up below, as another task might.
-        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        let _held = (fault == Some(Fault::Locked))
-            .then(|| crate::fault::hold_reset_lock(pdev))
-            .flatten();
-        let Some(set) = retry(|| core.try_lock()) else {
-            dev_err!(
-                pdev.as_ref(),
-                "live update: reset not done: the VFIO device set stayed locked by someone else for {} ms\n",
-                LOCK_ATTEMPTS * LOCK_RETRY_MS
-            );
-            return Err(EBUSY);
-        };
-        let Some(lock) = retry(|| pdev.try_lock_for_reset()) else {
-            dev_err!(
-                pdev.as_ref(),
-                "live update: reset not done: the device or its upstream bridge stayed locked by someone else for {} ms\n",
-                LOCK_ATTEMPTS * LOCK_RETRY_MS
-            );
-            return Err(EBUSY);
-        };
-        reset_locked(
-            &set,
-            pdev,
-            &lock,
-            When::Parallel(self.queued),
-            fault == Some(Fault::Error),
-        )
+        let core = vfio::PciDevice::from_file(&self.file).ok_or(ENODEV)?;
+        reset(core, &self.location, When::Parallel(self.queued))
     }
 }
 

@@ -83,12 +83,9 @@ fn reset_mode() -> Mode {
     }
 }
 
-/// Name of the anonymous inode of a retrieved device file.
-const RETRIEVED_FILE_NAME: &CStr = c"[vfio-device-liveupdate]";
-
 /// The vfio-pci device behind a file this handler accepts.
-pub(crate) fn vfio_pci_of(file: &File) -> Option<&vfio::PciCoreDevice> {
-    vfio::Device::from_cdev_file(file)?.as_vfio_pci()
+pub(crate) fn vfio_pci_of(file: &File) -> Option<&vfio::PciDevice> {
+    vfio::PciDevice::from_file(file)
 }
 
 /// Logs why retrieve found no vfio-pci device at `location`.
@@ -124,49 +121,23 @@ fn log_not_vfio_pci(location: &Location) {
 
 /// Resets a retrieved device whose reset by the previous kernel was not done (`record`), before
 /// its file is handed out; fails with [`EIO`] if that reset cannot be done either.
-fn reset_at_retrieve(core: &vfio::PciCoreDevice, loc: &Location, record: ResetRecord) -> Result {
-    let pdev = core.pci();
-    let dev = pdev.as_ref();
+fn reset_at_retrieve(core: &vfio::PciDevice, loc: &Location, record: ResetRecord) -> Result {
+    let dev = core.pci().as_ref();
     dev_info!(
         dev,
         "live update: retrieve: {}; resetting the device before handing it out\n",
         record.describe()
     );
-    let fault = reset::injected(loc);
-    let refuse = |why: &str, err: Option<Error>| {
+    // Nobody opens the device meanwhile: it is held off until its retrieved file is bound.
+    reset::reset(core, loc, When::Retrieve).map_err(|e| {
         dev_err!(
             dev,
-            "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {} ({:?})\n",
+            "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {}\n",
             record.describe(),
-            why,
-            err
+            reset::describe_failure(e)
         );
         EIO
-    };
-    // Nobody opens the device meanwhile: it is held off until retrieved, and the set lock is
-    // what vfio-pci's own open and reset take.
-    let set = core.lock();
-    let _active = pdev
-        .runtime_resume()
-        .map_err(|e| refuse("cannot power it up", Some(e)))?;
-    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    let _held = (fault == Some(Fault::Locked))
-        .then(|| fault::hold_reset_lock(pdev))
-        .flatten();
-    let lock = reset::retry(|| pdev.try_lock_for_reset()).ok_or_else(|| {
-        refuse(
-            "the device or its upstream bridge stayed locked by someone else",
-            None,
-        )
-    })?;
-    reset::reset_locked(
-        &set,
-        pdev,
-        &lock,
-        When::Retrieve,
-        fault == Some(Fault::Error),
-    )
-    .map_err(|e| refuse("the reset did not work", Some(e)))
+    })
 }
 
 /// The LUO file handler for vfio-pci device files.
@@ -218,7 +189,7 @@ impl liveupdate::FileHandler for Handler {
         incoming::preserving(pdev, &location, &identity)?;
         // A file that is not bound does not hold the device open: another process may drive the
         // device through a file of its own, and the freeze would reset it under that process.
-        if !vfio::Device::file_is_bound(file) {
+        if !vfio::file_is_bound(file) {
             incoming::unpreserved(&location);
             dev_err!(
                 pdev.as_ref(),
@@ -247,77 +218,42 @@ impl liveupdate::FileHandler for Handler {
         let began = Instant::<Monotonic>::now();
         let mode = reset_mode();
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
-        let guard = core.lock();
         let pdev = core.pci();
         let dev = pdev.as_ref();
 
-        let power = pdev.power_state();
-        if power != PowerState::D0 {
-            dev_err!(
+        // Frozen means frozen: from here on the old file gets EIO, its BAR mmaps are gone and
+        // bus mastering is off. Refused, under vfio-pci's own locks, with interrupts on or out
+        // of D0.
+        let master = core.freeze().inspect_err(|e| match *e {
+            e if e == EBUSY => dev_err!(
+                dev,
+                "live update: cannot freeze: interrupts are enabled; disable them with VFIO_DEVICE_SET_IRQS before the kexec\n"
+            ),
+            e if e == EINVAL => dev_err!(
                 dev,
                 "live update: cannot freeze: the device is in {:?}, not D0\n",
-                power
-            );
-            return Err(EINVAL);
-        }
-        // Frozen means frozen: from here on the old file gets EIO and its BAR mmaps are gone.
-        // Refused, under vfio-pci's own interrupt lock, with interrupts on. Taken before the
-        // reset locks: the memory lock comes after the set lock and before the device locks, as
-        // in vfio-pci's own reset.
-        if let Err(e) = guard.freeze_user_access() {
-            dev_err!(
-                dev,
-                "live update: cannot freeze: interrupts are enabled ({:?}); disable them with VFIO_DEVICE_SET_IRQS before the kexec\n",
-                guard.irq_mode()
-            );
-            return Err(e);
-        }
-        let fault = match mode {
-            Mode::Serial => reset::injected(&state.location),
-            Mode::Parallel => None,
-        };
-        // A test holding the device's locks, as another task might.
-        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        let _held = (fault == Some(Fault::Locked))
-            .then(|| fault::hold_reset_lock(pdev))
-            .flatten();
-        let Some(lock) = pdev.try_lock_for_reset() else {
-            guard.unfreeze_user_access();
-            dev_err!(
-                dev,
-                "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
-            );
-            return Err(EBUSY);
-        };
-        // Stop DMA first: a reset may wait for outstanding transactions to drain.
-        let master = pdev.is_bus_master();
+                pdev.power_state()
+            ),
+            e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),
+        })?;
         state.master.store(master, Relaxed);
-        pdev.set_bus_master(false);
         // LUO unfreezes only the files frozen before this one: on failure, put this one back now.
-        let res = match mode {
-            Mode::Serial => {
-                let res = reset::reset_locked(
-                    &guard,
-                    pdev,
-                    &lock,
-                    When::Serial,
-                    fault == Some(Fault::Error),
-                );
-                drop(lock);
-                match res {
-                    Ok(()) => incoming::reset_outcome(&state.location, ResetRecord::Done),
-                    Err(_) => {
-                        pdev.set_bus_master(master);
-                        guard.unfreeze_user_access();
-                    }
+        match mode {
+            Mode::Serial => match reset::reset(core, &state.location, When::Serial) {
+                Ok(()) => incoming::reset_outcome(&state.location, ResetRecord::Done),
+                Err(e) => {
+                    core.unfreeze(master);
+                    dev_err!(
+                        dev,
+                        "live update: cannot freeze: {}\n",
+                        reset::describe_failure(e)
+                    );
+                    return Err(if e == EAGAIN { EBUSY } else { e });
                 }
-                res
-            }
+            },
             Mode::Parallel => {
-                // The queued reset takes the locks itself, in its own task; until it records
-                // its outcome, the next kernel takes the device as not reset.
-                drop(lock);
-                drop(guard);
+                // Until the queued reset records its outcome, the next kernel takes the device
+                // as not reset.
                 incoming::reset_outcome(&state.location, ResetRecord::Queued);
                 reset::start(file, state.location).inspect_err(|e| {
                     dev_err!(
@@ -326,12 +262,10 @@ impl liveupdate::FileHandler for Handler {
                         e
                     );
                     incoming::reset_outcome(&state.location, ResetRecord::NotReset);
-                    pdev.set_bus_master(master);
-                    core.lock().unfreeze_user_access();
-                })
+                    core.unfreeze(master);
+                })?;
             }
-        };
-        res?;
+        }
         reset::frozen(began);
         dev_info!(
             dev,
@@ -357,13 +291,10 @@ impl liveupdate::FileHandler for Handler {
         let Some(core) = vfio_pci_of(file) else {
             return;
         };
-        let set = core.lock();
-        let pdev = core.pci();
         let master = state.master.load(Relaxed);
-        pdev.set_bus_master(master);
-        set.unfreeze_user_access();
+        core.unfreeze(master);
         dev_info!(
-            pdev.as_ref(),
+            core.pci().as_ref(),
             "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before, user access back\n",
             match reset {
                 Some(Err(_)) => "failed",
@@ -385,15 +316,10 @@ impl liveupdate::FileHandler for Handler {
         })?;
         let location = decoded.location;
 
-        let Some(vdev) = vfio::Device::find_by_pci(|pdev| Location::of(pdev) == location) else {
+        let Some(core) = pci::Device::find(location.domain, location.bus, location.devfn)
+            .and_then(|pdev| vfio::PciDevice::get(&pdev))
+        else {
             log_not_vfio_pci(&location);
-            return Err(ENODEV);
-        };
-        let Some(core) = vdev.as_vfio_pci() else {
-            pr_err!(
-                "{}: live update: retrieve: the device is bound to a VFIO driver other than vfio-pci\n",
-                location
-            );
             return Err(ENODEV);
         };
         let dev = core.pci().as_ref();
@@ -414,12 +340,13 @@ impl liveupdate::FileHandler for Handler {
                 "live update: retrieve: preserved in the upstream layout, identity not checked\n"
             ),
         }
+        // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
+        let _hold = incoming::hold_for_retrieve(core.pci(), &location)?;
         let record = incoming::reset_record(&location);
         if record != ResetRecord::Done {
-            reset_at_retrieve(core, &location, record)?;
+            reset_at_retrieve(&core, &location, record)?;
         }
-        let file = vdev.open_cdev_file(RETRIEVED_FILE_NAME)?;
-        incoming::retrieved(&location);
+        let file = core.open_file()?;
         dev_info!(dev, "live update: retrieved, {}\n", have);
         Ok(file)
     }
@@ -428,7 +355,7 @@ impl liveupdate::FileHandler for Handler {
         let location = abi::decode_location(data);
         match (status, file) {
             (RetrieveStatus::Retrieved, Some(file)) => {
-                let bound = vfio::Device::file_is_bound(file);
+                let bound = vfio::file_is_bound(file);
                 if !bound {
                     pr_info!(
                         "{}: live update: cannot finish yet: the retrieved file is not bound (VFIO_DEVICE_BIND_IOMMUFD)\n",
@@ -464,9 +391,6 @@ struct VfioPciLiveUpdate {
     reset_waiter: reboot::Registration<reset::ResetWaiter>,
     #[pin]
     handler: liveupdate::Registration<Handler>,
-    /// Holds off opens of incoming devices until their files are retrieved.
-    #[pin]
-    gate: vfio::OpenGateRegistration<incoming::Gate>,
     /// The test builds' fault injection knobs in debugfs.
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
     #[pin]
@@ -486,7 +410,6 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             // Early in the chain: the resets are waited for before other notifiers run.
             reset_waiter <- reboot::Registration::register(i32::MAX),
             handler <- liveupdate::Registration::register(),
-            gate <- vfio::OpenGateRegistration::register(incoming::Gate),
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
             fault <- fault::Knobs::new(),
         })
