@@ -81,7 +81,6 @@ blob!(
     DevsV1Ser = bindings::vfio_pci_lu_devs_v1_ser
 );
 
-
 /// The handler's compatible string, `"vfio-pci-v1"`.
 pub(crate) const COMPATIBLE: &CStr =
     match CStr::from_bytes_with_nul(bindings::VFIO_PCI_LUO_FH_COMPATIBLE) {

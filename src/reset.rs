@@ -33,7 +33,6 @@ use kernel::{
     device,
     fs::File,
     impl_has_work, new_work,
-    pci::{self, ResetLock},
     prelude::*,
     reboot,
     sync::{
@@ -161,10 +160,10 @@ pub(crate) fn reset(core: &vfio::PciDevice, loc: &Location, when: When) -> Resul
 }
 
 /// What a failure of [`reset`] means, for a log line.
-pub(crate) fn describe_failure(e: Error) -> impl core::fmt::Display {
+pub(crate) fn describe_failure(e: Error) -> impl kernel::fmt::Display {
     struct Why(Error);
-    impl core::fmt::Display for Why {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    impl kernel::fmt::Display for Why {
+        fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
             if self.0 == EAGAIN {
                 write!(
                     f,

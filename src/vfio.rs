@@ -128,8 +128,9 @@ impl PciDevice {
     /// already.
     pub(crate) fn open_file(&self) -> Result<ARef<File>> {
         // SAFETY: By the type invariants, the device is registered; `vdev` is its VFIO device.
-        let file =
-            from_err_ptr(unsafe { bindings::vfio_liveupdate_open_file(&raw mut (*self.as_raw()).vdev) })?;
+        let file = from_err_ptr(unsafe {
+            bindings::vfio_liveupdate_open_file(&raw mut (*self.as_raw()).vdev)
+        })?;
         // SAFETY: A new file with one reference, which we own.
         Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) })
     }
@@ -189,11 +190,6 @@ impl Hold {
         to_result(unsafe { bindings::vfio_liveupdate_hold(&raw mut (*raw_pci(&pdev)).dev) })?;
         // INVARIANT: Held, above.
         Ok(Self { pdev })
-    }
-
-    /// The held function.
-    pub(crate) fn pci(&self) -> &pci::Device {
-        &self.pdev
     }
 }
 

@@ -34,7 +34,7 @@
 use kernel::{
     fs::File,
     liveupdate::{self, RetrieveStatus},
-    pci::{self, PowerState},
+    pci,
     prelude::*,
     reboot,
     sync::{
@@ -54,7 +54,7 @@ mod vfio;
 
 use abi::{Identity, Location, ResetRecord};
 use lu_abi::Ser;
-use reset::{Fault, Mode, When};
+use reset::{Mode, When};
 
 module! {
     type: VfioPciLiveUpdate,
