@@ -109,15 +109,14 @@ pub(crate) fn injected(_loc: &Location) -> Option<Fault> {
     None
 }
 
-/// Resets the device of `core`, at `loc`, under vfio-pci's locks ([`vfio::PciDevice::reset`]:
-/// bus mastering off, the configuration as it was just before the reset written back), trying the
-/// locks for [`LOCK_ATTEMPTS`] times [`LOCK_RETRY_MS`] ms, and logs the outcome with the time the
-/// reset took. Fails with [`EAGAIN`] if the locks stayed taken, or with the error of the reset.
-/// Takes the reset fault that the tests armed for `loc`.
-pub(crate) fn reset(core: &vfio::PciDevice, loc: &Location, when: When) -> Result {
+/// Resets the device of `core` under vfio-pci's locks ([`vfio::PciDevice::reset`]: bus mastering
+/// off, the configuration as it was just before the reset written back), trying the locks for
+/// [`LOCK_ATTEMPTS`] times [`LOCK_RETRY_MS`] ms, and logs the outcome with the time the reset
+/// took. Fails with [`EAGAIN`] if the locks stayed taken, or with the error of the reset. `fault`
+/// is the reset fault that the tests armed for the device ([`injected`]).
+pub(crate) fn reset(core: &vfio::PciDevice, when: When, fault: Option<Fault>) -> Result {
     let pdev = core.pci();
     let dev: &device::Device = pdev.as_ref();
-    let fault = injected(loc);
     // A test holding the device's locks past the give-up, as another task might.
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
     let _held = (fault == Some(Fault::Locked))
@@ -220,7 +219,7 @@ fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
 impl Job {
     fn run_reset(&self) -> Result {
         let core = vfio::PciDevice::from_file(&self.file).ok_or(ENODEV)?;
-        reset(core, &self.location, When::Parallel(self.queued))
+        reset(core, When::Parallel(self.queued), injected(&self.location))
     }
 }
 

@@ -129,7 +129,7 @@ fn reset_at_retrieve(core: &vfio::PciDevice, loc: &Location, record: ResetRecord
         record.describe()
     );
     // Nobody opens the device meanwhile: it is held off until its retrieved file is bound.
-    reset::reset(core, loc, When::Retrieve).map_err(|e| {
+    reset::reset(core, When::Retrieve, reset::injected(loc)).map_err(|e| {
         dev_err!(
             dev,
             "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {}\n",
@@ -180,6 +180,13 @@ impl liveupdate::FileHandler for Handler {
             return false;
         }
         true
+    }
+
+    /// The PCI function: LUO then refuses a second file of a device with `EBUSY`, in any session.
+    fn get_id(file: &File) -> usize {
+        vfio_pci_of(file).map_or(file.as_ptr() as usize, |core| {
+            vfio::raw_pci(core.pci()) as usize
+        })
     }
 
     fn preserve(file: &File, data: &mut Ser) -> Result<FileState> {
@@ -237,9 +244,29 @@ impl liveupdate::FileHandler for Handler {
             e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),
         })?;
         state.master.store(master, Relaxed);
+        let fault = match mode {
+            Mode::Serial => reset::injected(&state.location),
+            Mode::Parallel => None,
+        };
+        // A test holding the device's locks, as another task might.
+        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+        let _held = (fault == Some(reset::Fault::Locked))
+            .then(|| fault::hold_reset_lock(pdev))
+            .flatten();
+        // The reset needs the locks of the function and of its bridge (after vfio-pci's, which
+        // the freeze just took): refuse now if someone holds them, rather than let the kexec
+        // go on with a reset that will not get them.
+        if pdev.try_lock_for_reset().is_none() {
+            core.unfreeze(master);
+            dev_err!(
+                dev,
+                "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
+            );
+            return Err(EBUSY);
+        }
         // LUO unfreezes only the files frozen before this one: on failure, put this one back now.
         match mode {
-            Mode::Serial => match reset::reset(core, &state.location, When::Serial) {
+            Mode::Serial => match reset::reset(core, When::Serial, fault) {
                 Ok(()) => incoming::reset_outcome(&state.location, ResetRecord::Done),
                 Err(e) => {
                     core.unfreeze(master);

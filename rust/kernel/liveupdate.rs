@@ -77,6 +77,16 @@ pub trait FileHandler: Sized + 'static {
     /// `LIVEUPDATE_SESSION_PRESERVE_FD`, so this must be cheap and must not sleep.
     fn can_preserve(file: &File) -> bool;
 
+    /// What `file` gives access to, as an identifier that LUO keeps for every file it holds: LUO
+    /// refuses to preserve a file whose identifier another file it holds has ([`EBUSY`], in any
+    /// session, before [`Self::preserve`] is called), and a retrieved file holds its identifier
+    /// until it is finished. Asked only of files that [`Self::can_preserve`] took or
+    /// [`Self::retrieve`] made, and must not change while LUO holds the file. Without it, each
+    /// file is its own identifier.
+    fn get_id(_file: &File) -> usize {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Preserves `file`: fills `data` (zeroed) and returns the file's runtime state.
     fn preserve(file: &File, data: &mut Self::Data) -> Result<Self::State>;
 
@@ -154,7 +164,11 @@ impl<H: FileHandler> VTable<H> {
             None
         },
         finish: Some(Self::finish),
-        get_id: None,
+        get_id: if H::HAS_GET_ID {
+            Some(Self::get_id)
+        } else {
+            None
+        },
         owner: this_module::<H::OwnerModule>().as_ptr(),
     };
 
@@ -167,6 +181,16 @@ impl<H: FileHandler> VTable<H> {
     ) -> bool {
         // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
         H::can_preserve(unsafe { File::from_raw_file(file) })
+    }
+
+    /// # Safety
+    ///
+    /// `file` is a valid file that LUO holds a reference on for the duration of the call.
+    unsafe extern "C" fn get_id(file: *mut bindings::file) -> c_ulong {
+        // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
+        let id = H::get_id(unsafe { File::from_raw_file(file) });
+        // CAST: `unsigned long` is as wide as a pointer, as `usize` is, in the kernel.
+        id as c_ulong
     }
 
     /// # Safety

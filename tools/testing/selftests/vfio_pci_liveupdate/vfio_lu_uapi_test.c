@@ -159,8 +159,7 @@ TEST_F(luo, closing_the_session_unpreserves)
  */
 TEST_F(luo, second_file_of_a_device_refused)
 {
-	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2, kmsg;
-	char needle[160];
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2;
 
 	ASSERT_LE(0, fd);
 	fd2 = vfio_lu_open_cdev(self->dev.bdf);
@@ -169,12 +168,8 @@ TEST_F(luo, second_file_of_a_device_refused)
 	ASSERT_LE(0, session2);
 	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
 
-	kmsg = vfio_lu_kmsg_open();
+	/* LUO refuses it: the handler's get_id names the device, not the file. */
 	EXPECT_EQ(-EBUSY, vfio_lu_preserve(self->session, fd2, TOKEN + 1));
-	snprintf(needle, sizeof(needle),
-		 "%s: live update: cannot preserve: another file of this device is preserved already",
-		 self->dev.bdf);
-	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
 	EXPECT_EQ(-EBUSY, vfio_lu_preserve(session2, fd2, TOKEN));
 
 	/*
@@ -186,8 +181,6 @@ TEST_F(luo, second_file_of_a_device_refused)
 	close(fd);
 	ASSERT_EQ(0, vfio_lu_bind(fd2, self->iommufd));
 	EXPECT_EQ(0, vfio_lu_preserve(session2, fd2, TOKEN));
-	if (kmsg >= 0)
-		close(kmsg);
 	close(session2);
 	close(fd2);
 }
