@@ -149,7 +149,7 @@ pub(crate) fn reset(core: &vfio::PciDevice, when: When, fault: Option<Fault>) ->
         ),
         Err(e) => dev_err!(
             dev,
-            "live update: reset not done after {} us ({}): {}\n",
+            "live update: reset failed after {} us ({}): {}\n",
             us,
             mode,
             describe_failure(e)
