@@ -31,6 +31,9 @@ vm_start test-serial --append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveu
 vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
 
 lint_out=$("$PROJECT/scripts/lint.sh"); lint_rc=$?
+# Other kernel configurations must build too (compile only, see the script).
+config_out=$("$PROJECT/scripts/config-check.sh") || lint_rc=1
+lint_out+=$'\n'$config_out
 wait
 printf '%s\n' "$lint_out"
 lp=$(grep -c '^  ok ' <<< "$lint_out")
