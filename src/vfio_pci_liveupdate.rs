@@ -37,24 +37,29 @@ use kernel::{
     pci,
     prelude::*,
     reboot,
-    sync::{
-        aref::ARef,
-        atomic::{Atomic, Relaxed},
-    },
+    sync::{aref::ARef, Arc},
     time::{Instant, Monotonic},
+    types::ScopeGuard,
 };
 
 mod abi;
+mod binding;
+mod devices;
 #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
 mod fault;
-mod incoming;
+#[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
+#[path = "no_fault.rs"]
+mod fault;
+mod holdoff;
 mod lu_abi;
 mod reset;
 mod vfio;
 
 use abi::{Identity, Location, ResetRecord};
+use devices::DeviceList;
+use fault::Faults;
 use lu_abi::Ser;
-use reset::{Mode, When};
+use reset::{Mode, Resets, When};
 
 module! {
     type: VfioPciLiveUpdate,
@@ -98,7 +103,7 @@ fn log_not_vfio_pci(location: &Location) {
         return;
     };
     let dev = pdev.as_ref();
-    match pdev.driver_name() {
+    match binding::driver_name(&pdev) {
         Ok(None) => dev_err!(
             dev,
             "live update: retrieve: the device is not bound to a driver; bind it to vfio-pci (driver_override) before retrieving\n"
@@ -119,48 +124,98 @@ fn log_not_vfio_pci(location: &Location) {
     }
 }
 
-/// Resets a retrieved device whose reset by the previous kernel was not done (`record`), before
-/// its file is handed out; fails with [`EIO`] if that reset cannot be done either.
-fn reset_at_retrieve(core: &vfio::PciDevice, loc: &Location, record: ResetRecord) -> Result {
-    let dev = core.pci().as_ref();
-    dev_info!(
-        dev,
-        "live update: retrieve: {}; resetting the device before handing it out\n",
-        record.describe()
-    );
-    // Nobody opens the device meanwhile: it is held off until its retrieved file is bound.
-    reset::reset(core, When::Retrieve, reset::injected(loc)).map_err(|e| {
-        dev_err!(
+/// What the handler's callbacks, the reboot notifier and the fault injection knobs share.
+#[pin_data]
+pub(crate) struct Shared {
+    /// The list of preserved devices, handed over to the next kernel.
+    #[pin]
+    pub(crate) devices: DeviceList,
+    /// The resets of the freezes of the current kexec attempt.
+    #[pin]
+    pub(crate) resets: Resets,
+    /// Fault injection, in test builds.
+    pub(crate) faults: Arc<Faults>,
+}
+
+impl Shared {
+    fn new(mode: Mode) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            devices <- DeviceList::new(),
+            resets <- Resets::new(mode),
+            faults: Arc::new(Faults::new(), GFP_KERNEL)?,
+        })
+    }
+
+    /// Resets a retrieved device whose reset by the previous kernel was not done (`record`),
+    /// before its file is handed out; fails with [`EIO`] if that reset cannot be done either.
+    fn reset_at_retrieve(
+        &self,
+        core: &vfio::PciDevice,
+        loc: &Location,
+        record: ResetRecord,
+    ) -> Result {
+        let dev = core.pci().as_ref();
+        dev_info!(
             dev,
-            "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {}\n",
-            record.describe(),
-            reset::describe_failure(e)
+            "live update: retrieve: {}; resetting the device before handing it out\n",
+            record.describe()
         );
-        EIO
-    })
+        // Nobody opens the device meanwhile: it is held off until its retrieved file is bound.
+        let fault = self.faults.take_reset_fault(loc);
+        reset::reset(core, When::Retrieve, fault, &self.faults).map_err(|e| {
+            dev_err!(
+                dev,
+                "live update: retrieve: refused (EIO): {}, and the reset at retrieve failed: {}\n",
+                record.describe(),
+                reset::describe_failure(e)
+            );
+            EIO
+        })
+    }
 }
 
 /// The LUO file handler for vfio-pci device files.
-struct Handler;
+struct Handler {
+    shared: Arc<Shared>,
+}
 
-/// What the outgoing kernel keeps of a preserved file besides its KHO blob.
-struct FileState {
+/// A preserved device, in the outgoing kernel: what the handler keeps of its file besides the
+/// KHO blob.
+struct Preserved {
     /// Where the device is, as it went into the list of preserved devices.
     location: Location,
     /// Whether bus mastering was on when the freeze cleared it, to set back on unfreeze.
-    master: Atomic<bool>,
+    master: bool,
+    /// The reset that the freeze queued (parallel mode), until the kexec or the unfreeze.
+    reset: Option<reset::Queued>,
     /// Fault injection: hand the next kernel a handle that names no preserved memory.
-    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
     bad_handle: bool,
+}
+
+/// Logs why the freeze of `pdev` was refused by vfio-pci.
+fn log_freeze_refused(pdev: &pci::Device, e: Error) {
+    let dev = pdev.as_ref();
+    match e {
+        e if e == EBUSY => dev_err!(
+            dev,
+            "live update: cannot freeze: interrupts are enabled; disable them with VFIO_DEVICE_SET_IRQS before the kexec\n"
+        ),
+        e if e == EINVAL => dev_err!(
+            dev,
+            "live update: cannot freeze: the device is in {:?}, not D0\n",
+            pdev.power_state()
+        ),
+        e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),
+    }
 }
 
 #[vtable]
 impl liveupdate::FileHandler for Handler {
     const COMPATIBLE: &'static CStr = lu_abi::COMPATIBLE;
     type Data = Ser;
-    type State = FileState;
+    type State = Preserved;
 
-    fn can_preserve(file: &File) -> bool {
+    fn can_preserve(&self, file: &File) -> bool {
         let Some(core) = vfio_pci_of(file) else {
             return false;
         };
@@ -189,111 +244,110 @@ impl liveupdate::FileHandler for Handler {
         })
     }
 
-    fn preserve(file: &File, data: &mut Ser) -> Result<FileState> {
+    fn preserve(&self, file: &File, data: &mut Ser) -> Result<Preserved> {
         let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
-        let location = Location::of(pdev);
-        let identity = Identity::of(pdev);
-        incoming::preserving(pdev, &location, &identity)?;
         // A file that is not bound does not hold the device open: another process may drive the
         // device through a file of its own, and the freeze would reset it under that process.
         if !vfio::file_is_bound(file) {
-            incoming::unpreserved(&location);
             dev_err!(
                 pdev.as_ref(),
                 "live update: cannot preserve: the file is not bound to iommufd (VFIO_DEVICE_BIND_IOMMUFD first)\n"
             );
             return Err(EBADFD);
         }
+        let location = Location::of(pdev);
+        let identity = Identity::of(pdev);
+        self.shared.devices.preserving(pdev, &location, &identity)?;
         abi::encode(data, &location, &identity);
         dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
-        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        let bad_handle = fault::corrupt(data);
-        Ok(FileState {
+        let bad_handle = self.shared.faults.corrupt(data);
+        Ok(Preserved {
             location,
-            master: Atomic::new(false),
-            #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+            master: false,
+            reset: None,
             bad_handle,
         })
     }
 
-    fn unpreserve(_file: &File, state: &FileState, _data: &Ser) {
-        incoming::unpreserved(&state.location);
+    fn unpreserve(&self, _file: &File, state: &Preserved, _data: &Ser) {
+        self.shared.devices.unpreserved(&state.location);
         pr_info!("{}: live update: no longer preserved\n", state.location);
     }
 
-    fn freeze(file: &File, state: &FileState, _data: &mut Ser) -> Result {
+    /// Check, quiesce, reset; any failure undoes what was done, and the kexec is cancelled.
+    fn freeze(&self, file: &File, state: &mut Preserved, _data: &mut Ser) -> Result {
         let began = Instant::<Monotonic>::now();
-        let mode = reset_mode();
+        let shared = &*self.shared;
+        let mode = shared.resets.mode();
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
         let pdev = core.pci();
         let dev = pdev.as_ref();
+        let loc = state.location;
 
-        // Frozen means frozen: from here on the old file gets EIO, its BAR mmaps are gone and
-        // bus mastering is off. Refused, under vfio-pci's own locks, with interrupts on or out
-        // of D0.
-        let master = core.freeze().inspect_err(|e| match *e {
-            e if e == EBUSY => dev_err!(
-                dev,
-                "live update: cannot freeze: interrupts are enabled; disable them with VFIO_DEVICE_SET_IRQS before the kexec\n"
-            ),
-            e if e == EINVAL => dev_err!(
-                dev,
-                "live update: cannot freeze: the device is in {:?}, not D0\n",
-                pdev.power_state()
-            ),
-            e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),
-        })?;
-        state.master.store(master, Relaxed);
-        let fault = match mode {
-            Mode::Serial => reset::injected(&state.location),
-            Mode::Parallel => None,
-        };
-        // A test holding the device's locks, as another task might.
-        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        let _held = (fault == Some(reset::Fault::Locked))
-            .then(|| fault::hold_reset_lock(pdev))
-            .flatten();
+        // Check and quiesce, both by vfio-pci under its own locks: refused with interrupts on or
+        // out of D0; then the old file gets EIO, its BAR mmaps are gone and bus mastering is off.
+        let master = core
+            .freeze()
+            .inspect_err(|e| log_freeze_refused(pdev, *e))?;
+        // The one undo path: LUO unfreezes only the files frozen before this one, so a failure
+        // from here on gives this device back to its user as it was.
+        let undo = ScopeGuard::new(|| core.unfreeze(master));
+
         // The reset needs the locks of the function and of its bridge (after vfio-pci's, which
-        // the freeze just took): refuse now if someone holds them, rather than let the kexec
-        // go on with a reset that will not get them.
-        if pdev.try_lock_for_reset().is_none() {
-            core.unfreeze(master);
-            dev_err!(
-                dev,
-                "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
-            );
-            return Err(EBUSY);
+        // the freeze just took): refuse now if someone holds them, rather than let the kexec go
+        // on with a reset that will not get them.
+        let fault = shared.faults.take_reset_fault(&loc);
+        {
+            // A test holding the device's locks, as another task might.
+            let _held = (mode == Mode::Serial && fault == Some(reset::Fault::Locked))
+                .then(|| Faults::hold_reset_lock(pdev))
+                .flatten();
+            if pdev.try_lock_for_reset().is_none() {
+                dev_err!(
+                    dev,
+                    "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
+                );
+                return Err(EBUSY);
+            }
         }
-        // LUO unfreezes only the files frozen before this one: on failure, put this one back now.
+
+        // Reset: here (serial mode), or queued to run with the others' (parallel mode).
         match mode {
-            Mode::Serial => match reset::reset(core, When::Serial, fault) {
-                Ok(()) => incoming::reset_outcome(&state.location, ResetRecord::Done),
-                Err(e) => {
-                    core.unfreeze(master);
+            Mode::Serial => {
+                reset::reset(core, When::Serial, fault, &shared.faults).map_err(|e| {
                     dev_err!(
                         dev,
                         "live update: cannot freeze: {}\n",
                         reset::describe_failure(e)
                     );
-                    return Err(if e == EAGAIN { EBUSY } else { e });
-                }
-            },
-            Mode::Parallel => {
-                // Until the queued reset records its outcome, the next kernel takes the device
-                // as not reset.
-                incoming::reset_outcome(&state.location, ResetRecord::Queued);
-                reset::start(file, state.location).inspect_err(|e| {
-                    dev_err!(
-                        dev,
-                        "live update: cannot freeze: reset not queued: {:?}\n",
+                    if e == EAGAIN {
+                        EBUSY
+                    } else {
                         e
-                    );
-                    incoming::reset_outcome(&state.location, ResetRecord::NotReset);
-                    core.unfreeze(master);
+                    }
                 })?;
+                shared.devices.reset_outcome(&loc, ResetRecord::Done);
+            }
+            Mode::Parallel => {
+                let queued = shared
+                    .resets
+                    .start(file, loc, fault, &shared.faults)
+                    .inspect_err(|e| {
+                        dev_err!(
+                            dev,
+                            "live update: cannot freeze: reset not queued: {:?}\n",
+                            e
+                        )
+                    })?;
+                // Until the reboot notifier records the reset's outcome, the next kernel takes
+                // the device as not reset.
+                shared.devices.reset_outcome(&loc, ResetRecord::Queued);
+                state.reset = Some(queued);
             }
         }
-        reset::frozen(began);
+        undo.dismiss();
+        state.master = master;
+        shared.resets.frozen(began);
         dev_info!(
             dev,
             "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, reset {})\n",
@@ -307,19 +361,20 @@ impl liveupdate::FileHandler for Handler {
     }
 
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    fn handover_fault(_file: &File, state: &FileState) -> Option<u64> {
+    fn handover_fault(&self, _file: &File, state: &Preserved) -> Option<u64> {
         state.bad_handle.then_some(fault::BAD_HANDLE)
     }
 
-    fn unfreeze(file: &File, state: &FileState, _data: &Ser) {
-        let reset = reset::unfrozen(file);
+    fn unfreeze(&self, file: &File, state: &mut Preserved, _data: &Ser) {
+        let reset = self.shared.resets.unfrozen(state.reset.take());
         // The device goes back to its user: a next freeze resets it again.
-        incoming::reset_outcome(&state.location, ResetRecord::NotReset);
+        self.shared
+            .devices
+            .reset_outcome(&state.location, ResetRecord::NotReset);
         let Some(core) = vfio_pci_of(file) else {
             return;
         };
-        let master = state.master.load(Relaxed);
-        core.unfreeze(master);
+        core.unfreeze(state.master);
         dev_info!(
             core.pci().as_ref(),
             "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before, user access back\n",
@@ -327,11 +382,11 @@ impl liveupdate::FileHandler for Handler {
                 Some(Err(_)) => "failed",
                 _ => "done and config restored",
             },
-            if master { "on" } else { "off" }
+            if state.master { "on" } else { "off" }
         );
     }
 
-    fn retrieve(data: &Ser) -> Result<ARef<File>> {
+    fn retrieve(&self, data: &Ser) -> Result<ARef<File>> {
         let decoded = abi::decode(data).map_err(|e| {
             let location = abi::decode_location(data);
             pr_err!(
@@ -367,18 +422,19 @@ impl liveupdate::FileHandler for Handler {
                 "live update: retrieve: preserved in the upstream layout, identity not checked\n"
             ),
         }
+        let devices = &self.shared.devices;
         // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
-        let _hold = incoming::hold_for_retrieve(core.pci(), &location)?;
-        let record = incoming::reset_record(&location);
+        let _hold = devices.hold_for_retrieve(core.pci(), &location)?;
+        let record = devices.reset_record(&location);
         if record != ResetRecord::Done {
-            reset_at_retrieve(&core, &location, record)?;
+            self.shared.reset_at_retrieve(&core, &location, record)?;
         }
         let file = core.open_file()?;
         dev_info!(dev, "live update: retrieved, {}\n", have);
         Ok(file)
     }
 
-    fn can_finish(file: Option<&File>, data: &Ser, status: RetrieveStatus) -> bool {
+    fn can_finish(&self, file: Option<&File>, data: &Ser, status: RetrieveStatus) -> bool {
         let location = abi::decode_location(data);
         match (status, file) {
             (RetrieveStatus::Retrieved, Some(file)) => {
@@ -403,9 +459,9 @@ impl liveupdate::FileHandler for Handler {
         }
     }
 
-    fn finish(_file: Option<&File>, data: &Ser, status: RetrieveStatus) {
+    fn finish(&self, _file: Option<&File>, data: &Ser, status: RetrieveStatus) {
         let location = abi::decode_location(data);
-        incoming::finished(&location);
+        self.shared.devices.finished(&location);
         pr_info!("{}: live update: finished ({:?})\n", location, status);
     }
 }
@@ -415,7 +471,7 @@ struct VfioPciLiveUpdate {
     /// Waits for the resets that freezes queued; registered before the handler, so that it is
     /// there for every freeze.
     #[pin]
-    reset_waiter: reboot::Registration<reset::ResetWaiter>,
+    reset_waiter: reboot::Registration<reset::Waiter>,
     #[pin]
     handler: liveupdate::Registration<Handler>,
     /// The test builds' fault injection knobs in debugfs.
@@ -431,22 +487,32 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
                 "live update is disabled on this boot (no liveupdate=on): nothing to register\n"
             );
         }
-        // SAFETY: The module initializer runs once per load, before any file is preserved.
-        unsafe { reset::init() };
+        let shared = Arc::pin_init(Shared::new(reset_mode()), GFP_KERNEL);
         try_pin_init!(Self {
             // Early in the chain: the resets are waited for before other notifiers run.
-            reset_waiter <- reboot::Registration::register(i32::MAX),
-            handler <- liveupdate::Registration::register(),
+            reset_waiter <- reboot::Registration::register(
+                reset::Waiter(shared.clone()?),
+                i32::MAX
+            ),
+            handler <- liveupdate::Registration::register(Handler {
+                shared: shared.clone()?,
+            }),
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-            fault <- fault::Knobs::new(),
+            fault <- fault::Knobs::new(shared.as_ref().map_err(|e| *e)?),
         })
         .pin_chain(|this| {
-            // Until the workqueue is there, a freeze in parallel mode is refused (ENODEV).
-            reset::alloc_queue()?;
-            this.handler.add_flb(&incoming::DEVICES)?;
-            incoming::load();
+            this.handler.add_flb(|h| h.shared.devices.flb())?;
+            let devices = &this.handler.handler().shared.devices;
+            // From here on the opens of the devices a previous kernel preserved are held off.
+            let incoming = devices.incoming()?;
+            if !incoming.is_empty() {
+                pr_info!(
+                    "live update: {} device(s) preserved by the previous kernel are held off until retrieved\n",
+                    incoming.len()
+                );
+            }
             if module_parameters::bind_preserved.value() {
-                incoming::bind_preserved();
+                holdoff::bind_preserved(&incoming);
             }
             pr_info!(
                 "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
@@ -464,6 +530,6 @@ impl PinnedDrop for VfioPciLiveUpdate {
         pr_info!("unregistering the LUO file handler\n");
         // No file is preserved any more (each holds a reference on the module): no reset can be
         // queued now, and the last ones finish before their workqueue is gone.
-        reset::exit();
+        self.handler.handler().shared.resets.exit();
     }
 }

@@ -61,7 +61,7 @@ impl RetrieveStatus {
 /// Every callback runs in process context and may sleep. LUO serialises the callbacks of one
 /// file; callbacks of different files may run concurrently.
 #[vtable]
-pub trait FileHandler: Sized + 'static {
+pub trait FileHandler: Sized + Send + Sync + 'static {
     /// The compatible string that names this handler's ABI in both kernels; it must be shorter
     /// than `LIVEUPDATE_HNDL_COMPAT_LENGTH`. Change it whenever [`Self::Data`] changes
     /// incompatibly.
@@ -75,28 +75,28 @@ pub trait FileHandler: Sized + 'static {
 
     /// Whether this handler takes `file`. LUO asks every handler about every file given to
     /// `LIVEUPDATE_SESSION_PRESERVE_FD`, so this must be cheap and must not sleep.
-    fn can_preserve(file: &File) -> bool;
+    fn can_preserve(&self, file: &File) -> bool;
 
     /// What `file` gives access to, as an identifier that LUO keeps for every file it holds: LUO
     /// refuses to preserve a file whose identifier another file it holds has ([`EBUSY`], in any
     /// session, before [`Self::preserve`] is called), and a retrieved file holds its identifier
     /// until it is finished. Asked only of files that [`Self::can_preserve`] took or
     /// [`Self::retrieve`] made, and must not change while LUO holds the file. Without it, each
-    /// file is its own identifier.
+    /// file is its own identifier. LUO does not say which handler it asks, so this has no `self`.
     fn get_id(_file: &File) -> usize {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// Preserves `file`: fills `data` (zeroed) and returns the file's runtime state.
-    fn preserve(file: &File, data: &mut Self::Data) -> Result<Self::State>;
+    fn preserve(&self, file: &File, data: &mut Self::Data) -> Result<Self::State>;
 
     /// The file is no longer preserved (its session was closed before the kexec). `state` is
     /// dropped after this; the blob is unpreserved and freed.
-    fn unpreserve(_file: &File, _state: &Self::State, _data: &Self::Data) {}
+    fn unpreserve(&self, _file: &File, _state: &Self::State, _data: &Self::Data) {}
 
     /// Last step before the kexec, inside `reboot(LINUX_REBOOT_CMD_KEXEC)`. An error cancels the
     /// kexec: LUO then unfreezes the files already frozen, and the reboot call returns the error.
-    fn freeze(_file: &File, _state: &Self::State, _data: &mut Self::Data) -> Result {
+    fn freeze(&self, _file: &File, _state: &mut Self::State, _data: &mut Self::Data) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -106,12 +106,12 @@ pub trait FileHandler: Sized + 'static {
     /// name preserved memory makes the next kernel's retrieve of the file fail with [`EINVAL`];
     /// the blob itself stays preserved and is never restored, so its memory is lost to that
     /// boot. Drivers implement this only in builds with fault injection.
-    fn handover_fault(_file: &File, _state: &Self::State) -> Option<u64> {
+    fn handover_fault(&self, _file: &File, _state: &Self::State) -> Option<u64> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// The kexec was cancelled after [`Self::freeze`] succeeded for this file: undo it.
-    fn unfreeze(_file: &File, _state: &Self::State, _data: &Self::Data) {
+    fn unfreeze(&self, _file: &File, _state: &mut Self::State, _data: &Self::Data) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -122,16 +122,21 @@ pub trait FileHandler: Sized + 'static {
     /// that the handed-over handle names preserved memory. When it does not, retrieve fails with
     /// [`EINVAL`] (logged with the handle) before this is called, [`Self::can_finish`] is not
     /// asked about the file and [`Self::finish`] is not called for it.
-    fn retrieve(data: &Self::Data) -> Result<ARef<File>>;
+    fn retrieve(&self, data: &Self::Data) -> Result<ARef<File>>;
 
     /// Whether the session may finish as far as this file is concerned. `file` is the retrieved
     /// file, if any.
-    fn can_finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) -> bool {
+    fn can_finish(
+        &self,
+        _file: Option<&File>,
+        _data: &Self::Data,
+        _status: RetrieveStatus,
+    ) -> bool {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// The session finishes; the blob is freed after this returns.
-    fn finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) {}
+    fn finish(&self, _file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) {}
 }
 
 /// Per-file state of the outgoing kernel, kept by LUO as the file's `private_data`.
@@ -174,13 +179,17 @@ impl<H: FileHandler> VTable<H> {
 
     /// # Safety
     ///
-    /// `file` is a valid file that LUO holds a reference on for the duration of the call.
+    /// `fh` is the handler of a registered `Registration<H>`; `file` is a valid file that LUO
+    /// holds a reference on for the duration of the call.
     unsafe extern "C" fn can_preserve(
-        _fh: *mut bindings::liveupdate_file_handler,
+        fh: *mut bindings::liveupdate_file_handler,
         file: *mut bindings::file,
     ) -> bool {
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(fh) };
         // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
-        H::can_preserve(unsafe { File::from_raw_file(file) })
+        reg.handler
+            .can_preserve(unsafe { File::from_raw_file(file) })
     }
 
     /// # Safety
@@ -199,13 +208,15 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid and exclusively ours.
         let args = unsafe { &mut *args };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         from_result(|| {
             let mut data = kho::Preserved::<H::Data>::new()?;
             // Allocated first: LUO does not call `unpreserve` for a file whose preserve failed.
             let slot = KBox::<Outgoing<H>>::new_uninit(GFP_KERNEL)?;
-            let state = H::preserve(file, &mut data)?;
+            let state = reg.handler.preserve(file, &mut data)?;
             let handle = data.handle();
             let out = slot.write(Outgoing::<H> { data, state });
             args.serialized_data = handle.as_raw();
@@ -221,13 +232,15 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve`, and ownership comes
         // back to us here, once.
         let out = unsafe { KBox::<Outgoing<H>>::from_foreign(args.private_data) };
         args.private_data = core::ptr::null_mut();
-        H::unpreserve(file, &out.state, &out.data);
+        reg.handler.unpreserve(file, &out.state, &out.data);
         // Dropping `out` drops the state and unpreserves and frees the blob.
     }
 
@@ -238,18 +251,20 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn freeze(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve`; LUO holds the file's
         // mutex, so nothing else borrows it during the call.
         let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
         from_result(|| {
-            H::freeze(file, &out.state, &mut out.data)?;
+            reg.handler.freeze(file, &mut out.state, &mut out.data)?;
             // LUO keeps what a successful freeze leaves here, also across an unfreeze: set it
             // every time, so that a fault injected in one freeze does not outlive it.
             args.serialized_data = out.data.handle().as_raw();
             if H::HAS_HANDOVER_FAULT {
-                if let Some(raw) = H::handover_fault(file, &out.state) {
+                if let Some(raw) = reg.handler.handover_fault(file, &out.state) {
                     args.serialized_data = raw;
                 }
             }
@@ -263,12 +278,15 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unfreeze(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve` and is not freed before
-        // `unpreserve`.
-        let out = unsafe { KBox::<Outgoing<H>>::borrow(args.private_data) };
-        H::unfreeze(file, &out.state, &out.data);
+        // `unpreserve`; LUO serialises the callbacks of one file, so nothing else borrows it
+        // during the call.
+        let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
+        reg.handler.unfreeze(file, &mut out.state, &out.data);
     }
 
     /// The handler's registration, from the handler pointer LUO passes to every callback.
@@ -299,7 +317,7 @@ impl<H: FileHandler> VTable<H> {
         let reg = unsafe { Self::registration(args.handler) };
         from_result(|| {
             let data = reg.incoming_data(args.serialized_data)?;
-            let file = H::retrieve(&data)?;
+            let file = reg.handler.retrieve(&data)?;
             // LUO takes over the reference.
             args.file = ARef::into_raw(file).as_ptr().cast();
             Ok(0)
@@ -320,7 +338,8 @@ impl<H: FileHandler> VTable<H> {
         };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        H::can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
+        reg.handler
+            .can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
     }
 
     /// # Safety
@@ -339,7 +358,8 @@ impl<H: FileHandler> VTable<H> {
         };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        H::finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
+        reg.handler
+            .finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
         // Dropping the last reference to `data` gives the blob back to the page allocator.
     }
 }
@@ -462,10 +482,11 @@ impl<F: Flb> FlbVTable<F> {
     }
 }
 
-/// The definition of an FLB, meant to be a `static` of the module that implements [`Flb`]; link it
-/// to the module's handler with [`Registration::add_flb`].
+/// The definition of an FLB, a part of the handler that uses it (or a `static`); link it to the
+/// handler's registration with [`Registration::add_flb`].
 ///
-/// LUO keeps the FLB's state inside it, so it must stay where it is while the module is loaded.
+/// LUO keeps the FLB's state inside it, so it must stay where it is while it is linked: a pinned
+/// field of the handler.
 ///
 /// # Invariants
 ///
@@ -553,17 +574,21 @@ impl<F: Flb> FlbDef<F> {
 /// restored.
 type IncomingBlob<H> = (u64, Result<Arc<kho::Incoming<<H as FileHandler>::Data>>>);
 
-/// A registered LUO file handler.
+/// A registered LUO file handler, which owns the handler.
 ///
-/// Registers on creation and unregisters on drop. LUO takes a reference on the owner module for
-/// every file that uses the handler, so a module cannot be unloaded, and its registration dropped,
-/// while LUO still refers to it.
+/// Registers on creation and unregisters on drop, before the handler is dropped. LUO takes a
+/// reference on the owner module for every file that uses the handler, so a module cannot be
+/// unloaded, and its registration dropped, while LUO still refers to it.
 ///
 /// # Invariants
 ///
-/// `inner` is registered with LUO from a successful [`Registration::register`] until drop.
+/// `inner` is registered with LUO, with `VTable::<H>::OPS`, from a successful
+/// [`Registration::register`] until drop; `handler` is initialised before and dropped after.
 #[pin_data(PinnedDrop)]
 pub struct Registration<H: FileHandler> {
+    /// What every callback of the handler gets as `&self`.
+    #[pin]
+    handler: H,
     #[pin]
     inner: Opaque<bindings::liveupdate_file_handler>,
     /// The blobs of incoming files, by serialized handle: restored from KHO (which checks the
@@ -574,17 +599,20 @@ pub struct Registration<H: FileHandler> {
     _h: PhantomData<H>,
 }
 
-// SAFETY: LUO's registration functions may be called from any thread.
+// SAFETY: LUO's registration functions may be called from any thread, and the handler is `Send`.
 unsafe impl<H: FileHandler> Send for Registration<H> {}
-// SAFETY: `&Registration` gives access to nothing.
+// SAFETY: `&Registration` gives access to the handler, which is `Sync`, and to its incoming
+// blobs, under a lock.
 unsafe impl<H: FileHandler> Sync for Registration<H> {}
 
 impl<H: FileHandler> Registration<H> {
-    /// Registers `H` with LUO. Fails with `EOPNOTSUPP` when live update is disabled on this boot,
-    /// and with `EEXIST` when a handler with the same compatible string is registered.
-    pub fn register() -> impl PinInit<Self, Error> {
+    /// Initialises `handler` and registers it with LUO. Fails with `EOPNOTSUPP` when live update
+    /// is disabled on this boot, and with `EEXIST` when a handler with the same compatible string
+    /// is registered.
+    pub fn register(handler: impl PinInit<H, Error>) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             // Before the registration: LUO may call back as soon as the handler is registered.
+            handler <- handler,
             incoming <- crate::new_mutex!(KVec::new()),
             inner <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
                 let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
@@ -639,11 +667,20 @@ impl<H: FileHandler> Registration<H> {
 }
 
 impl<H: FileHandler> Registration<H> {
-    /// Links `flb` to this handler: from now on LUO preserves it with the handler's files, and
-    /// the new kernel can get it back. Unregistering the handler unlinks it.
-    pub fn add_flb<F: Flb>(&self, flb: &'static FlbDef<F>) -> Result {
-        // SAFETY: By the type invariants, `inner` is registered; `flb` is a valid definition that
-        // lives as long as the module, which outlives the handler's registration.
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Links an FLB of the handler, which `flb` picks from it, to the handler: from now on LUO
+    /// preserves it with the handler's files, and the new kernel can get it back. Unregistering
+    /// the handler unlinks it.
+    pub fn add_flb<F: Flb>(&self, flb: impl for<'a> FnOnce(&'a H) -> &'a FlbDef<F>) -> Result {
+        let flb = flb(&self.handler);
+        // SAFETY: By the type invariants, `inner` is registered. `flb` is a valid definition
+        // borrowed from the handler (or `'static`): the handler is pinned in `self` and never
+        // given out mutably, so the definition stays valid and in place until `drop`, which
+        // unregisters the handler, and with it unlinks the FLB, before the handler is dropped.
         to_result(unsafe { bindings::liveupdate_register_flb(self.inner.get(), flb.as_raw()) })
     }
 }
