@@ -29,6 +29,7 @@ use crate::{
     abi::{Location, ResetRecord},
     devices::DeviceList,
     fault::Faults,
+    trace::{self, ResetBy},
     vfio,
 };
 use kernel::{
@@ -127,13 +128,20 @@ pub(crate) fn reset(
     };
     faults.record_reset(pdev, before);
     let us = start.elapsed().as_micros_ceil();
-    let (mode, waited) = match when {
-        When::Parallel(q) => ("parallel", (start - q).as_micros_ceil()),
-        When::Serial => ("serial", 0),
-        When::Retrieve => ("at retrieve", 0),
+    let (mode, by, waited) = match when {
+        When::Parallel(q) => ("parallel", ResetBy::Parallel, (start - q).as_micros_ceil()),
+        When::Serial => ("serial", ResetBy::Serial, 0),
+        When::Retrieve => ("at retrieve", ResetBy::Retrieve, 0),
     };
+    trace::reset(
+        &Location::of(pdev),
+        by,
+        us.unsigned_abs(),
+        waited.unsigned_abs(),
+        &res,
+    );
     match res {
-        Ok(()) => dev_info!(
+        Ok(()) => dev_dbg!(
             dev,
             "live update: reset done in {} us ({}, began {} us after it was queued), config restored, bus mastering off\n",
             us,
@@ -388,10 +396,17 @@ impl Resets {
             // KHO memory stays writable until the jump.
             devices.reset_outcome(&job.location, outcome);
         }
-        pr_info!(
+        let us = first.elapsed().as_micros_ceil();
+        trace::freeze_all(
+            u32::try_from(frozen).unwrap_or(u32::MAX),
+            self.mode == Mode::Serial,
+            us.unsigned_abs(),
+            failed,
+        );
+        pr_debug!(
             "live update: freeze of {} device(s) took {} us from the first freeze to the last reset done ({} resets, {} failed or unfinished)\n",
             frozen,
-            first.elapsed().as_micros_ceil(),
+            us,
             self.mode.name(),
             failed
         );

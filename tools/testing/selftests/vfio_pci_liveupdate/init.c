@@ -84,6 +84,30 @@ static void mount_filesystems(void)
 		say("mount debugfs: %s", strerror(errno));
 	if (mount("tmpfs", "/tmp", "tmpfs", 0, NULL))
 		say("mount tmpfs: %s", strerror(errno));
+	if (mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL))
+		say("mount tracefs: %s", strerror(errno));
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, text, strlen(text)) < 0)
+		say("%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * The module's tracepoints (how long each freeze, reset and retrieve took)
+ * printed on the console as they fire (tracepoint_printk): the old kernel's
+ * trace buffer is gone after the kexec, and the host's report and the
+ * benchmark read them from the serial log.
+ */
+static void trace_module_events(void)
+{
+	write_file("/sys/kernel/tracing/events/" VFIO_LU_MODULE "/enable", "1");
+	write_file("/proc/sys/kernel/tracepoint_printk", "1");
 }
 
 /*
@@ -359,6 +383,7 @@ int main(void)
 	say("stage %d: init", stage);
 
 	load_module();
+	trace_module_events();
 	record_drivers();
 	bind_devices("vfio_lu_devs");
 	bind_devices("vfio_lu_fault_devs");

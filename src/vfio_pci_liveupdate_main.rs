@@ -53,6 +53,7 @@ mod fault;
 mod holdoff;
 mod lu_abi;
 mod reset;
+mod trace;
 mod vfio;
 
 use abi::{Identity, Location, ResetRecord};
@@ -209,74 +210,63 @@ fn log_freeze_refused(pdev: &pci::Device, e: Error) {
     }
 }
 
-#[vtable]
-impl liveupdate::FileHandler for Handler {
-    const COMPATIBLE: &'static CStr = lu_abi::COMPATIBLE;
-    type Data = Ser;
-    type State = Preserved;
+impl Handler {
+    /// Makes the file of the device that `data` names, after checking the device.
+    fn retrieve_device(&self, data: &Ser) -> Result<ARef<File>> {
+        let decoded = abi::decode(data).map_err(|e| {
+            let location = abi::decode_location(data);
+            pr_err!(
+                "{}: live update: retrieve: the preserved data is not usable: {}\n",
+                location,
+                e
+            );
+            e.to_error()
+        })?;
+        let location = decoded.location;
 
-    fn can_preserve(&self, file: &File) -> bool {
-        let Some(core) = vfio_pci_of(file) else {
-            return false;
+        let Some(core) = pci::Device::find(location.domain, location.bus, location.devfn)
+            .and_then(|pdev| vfio::PciDevice::get(&pdev))
+        else {
+            log_not_vfio_pci(&location);
+            return Err(ENODEV);
         };
-        let pdev = core.pci();
-        if pdev.is_virtfn() {
-            dev_info!(
-                pdev.as_ref(),
-                "live update: SR-IOV VFs cannot be preserved\n"
-            );
-            return false;
+        let dev = core.pci().as_ref();
+        let have = Identity::of(core.pci());
+        match decoded.identity {
+            Some(want) if want != have => {
+                dev_err!(
+                    dev,
+                    "live update: retrieve: identity mismatch: preserved {}, found {}\n",
+                    want,
+                    have
+                );
+                return Err(ESTALE);
+            }
+            Some(_) => {}
+            None => dev_info!(
+                dev,
+                "live update: retrieve: preserved in the upstream layout, identity not checked\n"
+            ),
         }
-        if pdev.is_intel_display() {
-            dev_info!(
-                pdev.as_ref(),
-                "live update: Intel display devices cannot be preserved\n"
-            );
-            return false;
+        let devices = &self.shared.devices;
+        // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
+        let _hold = devices.hold_for_retrieve(core.pci(), &location)?;
+        let record = devices.reset_record(&location);
+        if record != ResetRecord::Done {
+            self.shared.reset_at_retrieve(&core, &location, record)?;
         }
-        true
-    }
-
-    /// The PCI function: LUO then refuses a second file of a device with `EBUSY`, in any session.
-    fn get_id(file: &File) -> usize {
-        vfio_pci_of(file).map_or(file.as_ptr() as usize, |core| {
-            vfio::raw_pci(core.pci()) as usize
-        })
-    }
-
-    fn preserve(&self, file: &File, data: &mut Ser) -> Result<Preserved> {
-        let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
-        // A file that is not bound does not hold the device open: another process may drive the
-        // device through a file of its own, and the freeze would reset it under that process.
-        if !vfio::file_is_bound(file) {
-            dev_err!(
-                pdev.as_ref(),
-                "live update: cannot preserve: the file is not bound to iommufd (VFIO_DEVICE_BIND_IOMMUFD first)\n"
-            );
-            return Err(EBADFD);
-        }
-        let location = Location::of(pdev);
-        let identity = Identity::of(pdev);
-        self.shared.devices.preserving(pdev, &location, &identity)?;
-        abi::encode(data, &location, &identity);
-        dev_info!(pdev.as_ref(), "live update: preserved, {}\n", identity);
-        let bad_handle = self.shared.faults.corrupt(data);
-        Ok(Preserved {
-            location,
-            master: false,
-            reset: None,
-            bad_handle,
-        })
-    }
-
-    fn unpreserve(&self, _file: &File, state: &Preserved, _data: &Ser) {
-        self.shared.devices.unpreserved(&state.location);
-        pr_info!("{}: live update: no longer preserved\n", state.location);
+        let file = core.open_file()?;
+        dev_dbg!(dev, "live update: retrieved, {}\n", have);
+        Ok(file)
     }
 
     /// Check, quiesce, reset; any failure undoes what was done, and the kexec is cancelled.
-    fn freeze(&self, file: &File, state: &mut Preserved, _data: &mut Ser) -> Result {
-        let began = Instant::<Monotonic>::now();
+    fn freeze_device(
+        &self,
+        file: &File,
+        state: &mut Preserved,
+        began: Instant<Monotonic>,
+    ) -> Result {
         let shared = &*self.shared;
         let mode = shared.resets.mode();
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
@@ -348,7 +338,7 @@ impl liveupdate::FileHandler for Handler {
         undo.dismiss();
         state.master = master;
         shared.resets.frozen(began);
-        dev_info!(
+        dev_dbg!(
             dev,
             "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, reset {})\n",
             began.elapsed().as_micros_ceil(),
@@ -358,6 +348,84 @@ impl liveupdate::FileHandler for Handler {
             }
         );
         Ok(())
+    }
+}
+
+#[vtable]
+impl liveupdate::FileHandler for Handler {
+    const COMPATIBLE: &'static CStr = lu_abi::COMPATIBLE;
+    type Data = Ser;
+    type State = Preserved;
+
+    fn can_preserve(&self, file: &File) -> bool {
+        let Some(core) = vfio_pci_of(file) else {
+            return false;
+        };
+        let pdev = core.pci();
+        if pdev.is_virtfn() {
+            dev_info!(
+                pdev.as_ref(),
+                "live update: SR-IOV VFs cannot be preserved\n"
+            );
+            return false;
+        }
+        if pdev.is_intel_display() {
+            dev_info!(
+                pdev.as_ref(),
+                "live update: Intel display devices cannot be preserved\n"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The PCI function: LUO then refuses a second file of a device with `EBUSY`, in any session.
+    fn get_id(file: &File) -> usize {
+        vfio_pci_of(file).map_or(file.as_ptr() as usize, |core| {
+            vfio::raw_pci(core.pci()) as usize
+        })
+    }
+
+    fn preserve(&self, file: &File, data: &mut Ser) -> Result<Preserved> {
+        let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
+        // A file that is not bound does not hold the device open: another process may drive the
+        // device through a file of its own, and the freeze would reset it under that process.
+        if !vfio::file_is_bound(file) {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: the file is not bound to iommufd (VFIO_DEVICE_BIND_IOMMUFD first)\n"
+            );
+            return Err(EBADFD);
+        }
+        let location = Location::of(pdev);
+        let identity = Identity::of(pdev);
+        self.shared.devices.preserving(pdev, &location, &identity)?;
+        abi::encode(data, &location, &identity);
+        dev_dbg!(pdev.as_ref(), "live update: preserved, {}\n", identity);
+        let bad_handle = self.shared.faults.corrupt(data);
+        Ok(Preserved {
+            location,
+            master: false,
+            reset: None,
+            bad_handle,
+        })
+    }
+
+    fn unpreserve(&self, _file: &File, state: &Preserved, _data: &Ser) {
+        self.shared.devices.unpreserved(&state.location);
+        pr_debug!("{}: live update: no longer preserved\n", state.location);
+    }
+
+    fn freeze(&self, file: &File, state: &mut Preserved, _data: &mut Ser) -> Result {
+        let began = Instant::<Monotonic>::now();
+        let res = self.freeze_device(file, state, began);
+        trace::freeze(
+            &state.location,
+            self.shared.resets.mode() == Mode::Serial,
+            began.elapsed().as_micros_ceil().unsigned_abs(),
+            &res,
+        );
+        res
     }
 
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
@@ -375,63 +443,32 @@ impl liveupdate::FileHandler for Handler {
             return;
         };
         core.unfreeze(state.master);
-        dev_info!(
-            core.pci().as_ref(),
-            "live update: unfrozen, the kexec was cancelled: reset {}, bus mastering {} as before, user access back\n",
-            match reset {
-                Some(Err(_)) => "failed",
-                _ => "done and config restored",
-            },
-            if state.master { "on" } else { "off" }
-        );
+        let dev = core.pci().as_ref();
+        let master = if state.master { "on" } else { "off" };
+        match reset {
+            Some(Err(e)) => dev_err!(
+                dev,
+                "live update: unfrozen, the kexec was cancelled: the reset failed ({}); bus mastering {} as before, user access back\n",
+                reset::describe_failure(e),
+                master
+            ),
+            _ => dev_dbg!(
+                dev,
+                "live update: unfrozen, the kexec was cancelled: reset done and config restored, bus mastering {} as before, user access back\n",
+                master
+            ),
+        }
     }
 
     fn retrieve(&self, data: &Ser) -> Result<ARef<File>> {
-        let decoded = abi::decode(data).map_err(|e| {
-            let location = abi::decode_location(data);
-            pr_err!(
-                "{}: live update: retrieve: the preserved data is not usable: {}\n",
-                location,
-                e
-            );
-            e.to_error()
-        })?;
-        let location = decoded.location;
-
-        let Some(core) = pci::Device::find(location.domain, location.bus, location.devfn)
-            .and_then(|pdev| vfio::PciDevice::get(&pdev))
-        else {
-            log_not_vfio_pci(&location);
-            return Err(ENODEV);
-        };
-        let dev = core.pci().as_ref();
-        let have = Identity::of(core.pci());
-        match decoded.identity {
-            Some(want) if want != have => {
-                dev_err!(
-                    dev,
-                    "live update: retrieve: identity mismatch: preserved {}, found {}\n",
-                    want,
-                    have
-                );
-                return Err(ESTALE);
-            }
-            Some(_) => {}
-            None => dev_info!(
-                dev,
-                "live update: retrieve: preserved in the upstream layout, identity not checked\n"
-            ),
-        }
-        let devices = &self.shared.devices;
-        // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
-        let _hold = devices.hold_for_retrieve(core.pci(), &location)?;
-        let record = devices.reset_record(&location);
-        if record != ResetRecord::Done {
-            self.shared.reset_at_retrieve(&core, &location, record)?;
-        }
-        let file = core.open_file()?;
-        dev_info!(dev, "live update: retrieved, {}\n", have);
-        Ok(file)
+        let began = Instant::<Monotonic>::now();
+        let res = self.retrieve_device(data);
+        trace::retrieve(
+            &abi::decode_location(data),
+            began.elapsed().as_micros_ceil().unsigned_abs(),
+            &res.as_ref().map(|_| ()).map_err(|e| *e),
+        );
+        res
     }
 
     fn can_finish(&self, file: Option<&File>, data: &Ser, status: RetrieveStatus) -> bool {
@@ -462,7 +499,13 @@ impl liveupdate::FileHandler for Handler {
     fn finish(&self, _file: Option<&File>, data: &Ser, status: RetrieveStatus) {
         let location = abi::decode_location(data);
         self.shared.devices.finished(&location);
-        pr_info!("{}: live update: finished ({:?})\n", location, status);
+        match status {
+            RetrieveStatus::Retrieved => {
+                pr_debug!("{}: live update: finished ({:?})\n", location, status)
+            }
+            // What was preserved for a file that was never handed out is gone now.
+            _ => pr_info!("{}: live update: finished ({:?})\n", location, status),
+        }
     }
 }
 
@@ -506,7 +549,7 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             // From here on the opens of the devices a previous kernel preserved are held off.
             let incoming = devices.incoming()?;
             if !incoming.is_empty() {
-                pr_info!(
+                pr_debug!(
                     "live update: {} device(s) preserved by the previous kernel are held off until retrieved\n",
                     incoming.len()
                 );
@@ -514,7 +557,7 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             if module_parameters::bind_preserved.value() {
                 holdoff::bind_preserved(&incoming);
             }
-            pr_info!(
+            pr_debug!(
                 "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
                 lu_abi::COMPATIBLE.to_str().unwrap_or("?"),
                 reset_mode().name()
@@ -527,7 +570,7 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
 #[pinned_drop]
 impl PinnedDrop for VfioPciLiveUpdate {
     fn drop(self: Pin<&mut Self>) {
-        pr_info!("unregistering the LUO file handler\n");
+        pr_debug!("unregistering the LUO file handler\n");
         // No file is preserved any more (each holds a reference on the module): no reset can be
         // queued now, and the last ones finish before their workqueue is gone.
         self.handler.handler().shared.resets.exit();
