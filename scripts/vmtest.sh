@@ -76,20 +76,18 @@ mkdir -p "$GUEST/bin" "$RUN"
 ln -sfn "$RUN" "$LOGS/latest"
 
 # --- guest programs (static, glibc) -----------------------------------------
-# One run at a time builds them (lock 8); each run then packs its own copy.
-CFLAGS=(-static -O2 -Wall -Wno-unused-result
-	-isystem "$KOBJ/usr/include"
-	-I "$KSRC/tools/testing/selftests" -I "$SELFTESTS")
+# Built by the selftests' Makefile (lib.mk, on the kernel's libvfio and
+# libliveupdate); make rebuilds what changed. One run at a time builds them
+# (lock 8); each run then packs its own copy.
 exec 8>>"$GUEST/.lock"
 flock 8
-for src in "$SELFTESTS"/*.c; do
-	bin=$GUEST/bin/$(basename "$src" .c)
-	if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ] || [ "$SELFTESTS/vfio_lu_util.h" -nt "$bin" ] ||
-	   [ "$KOBJ/usr/include/linux/vfio.h" -nt "$bin" ]; then
-		gcc "${CFLAGS[@]}" -o "$bin.tmp" "$src" || die "building $(basename "$src") failed"
-		mv "$bin.tmp" "$bin"
-	fi
-done
+make -s -C "$SELFTESTS" top_srcdir="$KSRC" KHDR_INCLUDES="-isystem $KOBJ/usr/include" \
+	OUTPUT="$GUEST/build" USERLDFLAGS=-static -j"$JOBS" >&2 ||
+	die "building the guest programs failed"
+# The programs (executables of the build directory) are what the images take.
+rm -f "$GUEST"/bin/*
+find "$GUEST/build" -maxdepth 1 -type f -perm -u+x -exec cp -p {} "$GUEST/bin/" \;
+[ -x "$GUEST/bin/init" ] || die "no guest init built"
 mkdir -p "$RUN/bin"
 cp -p "$GUEST"/bin/* "$RUN/bin/"
 flock -u 8
