@@ -51,7 +51,16 @@ TEST(devices_bound_to_vfio_pci)
 	}
 }
 
-TEST(cdev_bind_iommufd_get_info)
+/*
+ * The first open of each device resets it (a bus reset takes more than a
+ * second), and the debug kernel runs about 30 times slower under TCG, with
+ * other VMs beside it: more than the harness's default 30 s for all devices.
+ */
+FIXTURE(devices) {};
+FIXTURE_SETUP(devices) {}
+FIXTURE_TEARDOWN(devices) {}
+
+TEST_F_TIMEOUT(devices, cdev_bind_iommufd_get_info, 300)
 {
 	int n = ndevs, i;
 

@@ -614,9 +614,29 @@ static void stage2(int luo, int state)
 	/* Closed, the devices are free again: their cdevs open as usual. */
 	ksft_test_result(!vfio_lu_cdevs_open(devs, ndevs), "stage2_cdevs_open_after_close\n");
 
-	/* Nothing is preserved any more: the module can go, and come back. */
-	ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
-	ksft_test_result(!ret, "stage2_module_unloads_after_finish (%s)\n", strerror(-ret));
+	/*
+	 * Nothing is preserved any more: the module can go, and come back. The
+	 * last references may be dropped a moment after the files are closed
+	 * (a file released from a kernel thread is put from a work item): try
+	 * for 5 s, and say how long it took and what the module's reference
+	 * count was.
+	 */
+	for (i = 0; i < 50; i++) {
+		ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
+		if (ret != -EAGAIN)
+			break;
+		if (!i) {
+			char refs[32] = "?";
+
+			vfio_lu_read_file("/sys/module/" VFIO_LU_MODULE "/refcnt", refs,
+					  sizeof(refs));
+			ksft_print_msg("module busy after the close (refcnt %s), retrying\n",
+				       strtok(refs, "\n") ?: "?");
+		}
+		usleep(100 * 1000);
+	}
+	ksft_test_result(!ret, "stage2_module_unloads_after_finish (%s, after %d retries)\n",
+			 strerror(-ret), i);
 	modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
 	ret = modfd < 0 ? -errno : syscall(SYS_finit_module, modfd, "", 0) ? -errno : 0;
 	ksft_test_result(!ret, "stage2_module_reloads (%s)\n", strerror(-ret));
