@@ -533,13 +533,10 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
         let shared = Arc::pin_init(Shared::new(reset_mode()), GFP_KERNEL);
         try_pin_init!(Self {
             // Early in the chain: the resets are waited for before other notifiers run.
-            reset_waiter <- reboot::Registration::register(
-                reset::Waiter(shared.clone()?),
-                i32::MAX
+            reset_waiter <- reboot::Registration::register(shared.clone().map(reset::Waiter), i32::MAX),
+            handler <- liveupdate::Registration::register(
+                shared.clone().map(|shared| Handler { shared })
             ),
-            handler <- liveupdate::Registration::register(Handler {
-                shared: shared.clone()?,
-            }),
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
             fault <- fault::Knobs::new(shared.as_ref().map_err(|e| *e)?),
         })
