@@ -8,7 +8,6 @@ use super::{Device, Vendor};
 use crate::{
     bindings,
     ffi::c_int,
-    prelude::*,
     sync::aref::ARef, //
 };
 use core::ptr::NonNull;
