@@ -170,7 +170,8 @@ def main():
     # Host checks of the run as a whole.
     host = []
     host.append(("QEMU exited by itself (no hang, no timeout)", args.qemu_rc == 0,
-                 f"qemu exit status {args.qemu_rc}" + (" (timeout)" if args.qemu_rc in (124, 137) else "")))
+                 f"qemu exit status {args.qemu_rc}" + (" (timeout)" if args.qemu_rc in (124, 137) else
+                                                     " (stalled: no output)" if args.qemu_rc == 125 else "")))
     host.append(("stage 1 ran its tests and started the kexec",
                  ev(run, 1, "stage 1: done, kexec") is not None, "no 'stage 1: done, kexec' line"))
     host.append(("stage 2 booted by kexec and found KHO data",
@@ -196,9 +197,14 @@ def main():
     out = []
     retried = args.rundir / "qemu-retried"
     if retried.exists():
-        out.append(f"  note: QEMU aborted the first attempt on an assertion of its own "
-                   f"({retried.read_text().strip()}); this is the second "
-                   f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
+        why = retried.read_text().strip()
+        if why.startswith("stalled: "):
+            out.append(f"  note: the first attempt stalled ({why[len('stalled: '):]}); "
+                       f"this is the second (the first one's logs: {args.rundir / 'qemu-stalled'})")
+        else:
+            out.append(f"  note: QEMU aborted the first attempt on an assertion of its own "
+                       f"({why}); this is the second "
+                       f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
         out += demo_summary(run, console, args)
     else:

@@ -32,8 +32,8 @@ struct Entry {
     /// What the previous kernel listed.
     listed: ListEntry,
     /// The hold-off of its opens, until its file is bound, or finished; none if no PCI function
-    /// is at its address.
-    _hold: Option<vfio::Hold>,
+    /// was at its address when the list was read, or the hold failed.
+    hold: Option<vfio::Hold>,
 }
 
 /// The incoming list, in the new kernel.
@@ -72,13 +72,7 @@ impl liveupdate::Flb for Devices {
                 listed.reset.describe()
             );
             let hold = holdoff::hold(&listed.location);
-            entries.push(
-                Entry {
-                    listed,
-                    _hold: hold,
-                },
-                GFP_KERNEL,
-            )?;
+            entries.push(Entry { listed, hold }, GFP_KERNEL)?;
         }
         Arc::pin_init(
             pin_init!(IncomingList {
@@ -111,7 +105,9 @@ pub(crate) struct DeviceList {
 
 impl DeviceList {
     pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self { flb: FlbDef::new() })
+        pin_init!(Self {
+            flb <- FlbDef::new(),
+        })
     }
 
     /// The FLB to link to the handler.
@@ -132,7 +128,14 @@ impl DeviceList {
     /// second file of a device before that, through the handler's `get_id`).
     pub(crate) fn preserving(&self, pdev: &pci::Device, loc: &Location, id: &Identity) -> Result {
         self.flb
-            .with_outgoing(|devs| abi::devs_add(devs, loc, id))?
+            .with_outgoing(|devs| abi::devs_add(devs, loc, id))
+            .inspect_err(|e| {
+                dev_err!(
+                    pdev.as_ref(),
+                    "live update: cannot preserve: the list of preserved devices is not there: {:?}\n",
+                    e
+                )
+            })?
             .inspect_err(|e| {
                 if *e == EBUSY {
                     dev_err!(
@@ -209,7 +212,12 @@ impl DeviceList {
     ) -> Result<Option<vfio::Hold>> {
         let hold = || vfio::Hold::new(pdev.into());
         let Some(res) = self.with_incoming(|entries| -> Result {
-            if entries.iter().any(|e| e.listed.location == *loc) {
+            if let Some(e) = entries.iter_mut().find(|e| e.listed.location == *loc) {
+                // Listed, but not held off when the list was read (no PCI function was at its
+                // address then, or the hold failed): it is now.
+                if e.hold.is_none() {
+                    e.hold = Some(hold()?);
+                }
                 return Ok(());
             }
             let listed = ListEntry {
@@ -220,7 +228,7 @@ impl DeviceList {
             entries.push(
                 Entry {
                     listed,
-                    _hold: Some(hold()?),
+                    hold: Some(hold()?),
                 },
                 GFP_KERNEL,
             )?;
@@ -237,15 +245,21 @@ impl DeviceList {
     }
 
     /// The devices of the incoming list (none without a list): reads the list, so that from now
-    /// on their opens are held off.
-    pub(crate) fn incoming(&self) -> Result<KVec<ListEntry>> {
+    /// on their opens are held off. Cannot fail once the list is read: without memory for the
+    /// copy, it logs why and gives none (the devices stay held off all the same).
+    pub(crate) fn incoming(&self) -> KVec<ListEntry> {
         self.with_incoming(|entries| {
-            let mut list = KVec::with_capacity(entries.len(), GFP_KERNEL)?;
+            let mut list = KVec::new();
             for e in entries.iter() {
-                list.push(e.listed, GFP_KERNEL)?;
+                if list.push(e.listed, GFP_KERNEL).is_err() {
+                    pr_err!(
+                        "live update: no memory for a copy of the list of preserved devices: bind_preserved binds none of them\n"
+                    );
+                    return KVec::new();
+                }
             }
-            Ok(list)
+            list
         })
-        .unwrap_or_else(|| Ok(KVec::new()))
+        .unwrap_or_default()
     }
 }

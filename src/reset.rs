@@ -53,6 +53,8 @@ use kernel::{
 /// hold them in turn (about 100 ms each), or a newcomer does.
 const LOCK_ATTEMPTS: i64 = 300;
 const LOCK_RETRY_MS: i64 = 10;
+/// How long [`retry_locked`] tries, in all.
+pub(crate) const LOCK_WAIT_MS: i64 = LOCK_ATTEMPTS * LOCK_RETRY_MS;
 
 /// How long the reboot notifier waits for the queued resets before it lets the kexec go on. A
 /// reset that has not finished by then is recorded as not done, and the new kernel resets the
@@ -208,7 +210,7 @@ impl_has_work! {
 
 /// Calls `f` while it fails with [`EAGAIN`], [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`]
 /// apart.
-fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
+pub(crate) fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
     for attempt in 1..=LOCK_ATTEMPTS {
         match f() {
             Err(e) if e == EAGAIN => {}

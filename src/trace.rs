@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The tracepoints of the driver (`include/trace/events/vfio_pci_liveupdate.h`, created in
-//! `vfio_pci_lu_events.c`): how long each phase took, per device. `make bench` reads them.
+//! `vfio_pci_liveupdate_events.c`): how long each phase took, per device. `make bench` reads them.
 
 use crate::abi::Location;
 use kernel::{prelude::*, tracepoint::declare_trace};

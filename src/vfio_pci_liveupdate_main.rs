@@ -7,12 +7,13 @@
 //!
 //! - preserve: only a file bound to iommufd (`VFIO_DEVICE_BIND_IOMMUFD`), which holds the device
 //!   open; the device's segment, bus/device/function and identity go into a KHO blob, and the
-//!   device into the handler's list of preserved devices (see [`incoming`]); a device has at most
-//!   one preserved file;
+//!   device into the handler's list of preserved devices (see [`devices`]); a device has at most
+//!   one preserved file (LUO refuses a second one, by the handler's `get_id`);
 //! - freeze (inside `reboot(LINUX_REBOOT_CMD_KEXEC)`): refused unless the device's interrupts are
 //!   disabled (checked under vfio-pci's interrupt lock) and it is in D0; then user access to the
 //!   device is blocked (BAR mmaps zapped, `EIO` on the old file), bus mastering is cleared, the
-//!   device is reset and its configuration as it was just before, bus mastering off, restored.
+//!   device is reset under vfio-pci's locks and its configuration as it was just before, bus
+//!   mastering off, restored; any failure undoes the freeze of the device.
 //!   The resets of all devices run in parallel, on the module's own workqueue, and are waited for
 //!   (10 s at most) before the kexec (see [`reset`]); module parameter `serial_reset` resets in
 //!   each freeze. Each reset's outcome goes into the list of preserved devices;
@@ -24,12 +25,15 @@
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
 //!
 //! In the new kernel, the module reads the list of preserved devices when it loads; until a
-//! device's file is retrieved or finished, nobody else can open the device (`EBUSY`), and with
-//! module parameter `bind_preserved` the module makes vfio-pci its only driver (see [`incoming`]).
+//! device's retrieved file is bound, or its file finished, nobody else can open the device
+//! (`EBUSY`), and with module parameter `bind_preserved` the module makes vfio-pci its only driver
+//! (see [`holdoff`]).
 //!
 //! The module must be loaded before anything opens `/dev/liveupdate` or a preserved device in the
-//! new kernel, and the devices bound to vfio-pci before they are retrieved. Test kernels can corrupt preserved blobs on
-//! purpose (`CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT`, see `fault.rs`).
+//! new kernel, and the devices bound to vfio-pci before they are retrieved. Errors are logged, one
+//! line with the device and the reason; success at debug level; the time each phase took comes
+//! from the tracepoints of [`trace`]. Test kernels can corrupt preserved blobs on purpose
+//! (`CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT`, see `fault.rs`).
 
 use kernel::{
     fs::File,
@@ -203,7 +207,7 @@ fn log_freeze_refused(pdev: &pci::Device, e: Error) {
         ),
         e if e == EINVAL => dev_err!(
             dev,
-            "live update: cannot freeze: the device is in {:?}, not D0\n",
+            "live update: cannot freeze: the device is not in D0, or is runtime-suspended (power state {:?})\n",
             pdev.power_state()
         ),
         e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),
@@ -250,12 +254,26 @@ impl Handler {
         }
         let devices = &self.shared.devices;
         // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
-        let _hold = devices.hold_for_retrieve(core.pci(), &location)?;
+        let _hold = devices
+            .hold_for_retrieve(core.pci(), &location)
+            .inspect_err(|e| {
+                dev_err!(
+                    dev,
+                    "live update: retrieve: the opens of the device cannot be held off: {:?}\n",
+                    e
+                )
+            })?;
         let record = devices.reset_record(&location);
         if record != ResetRecord::Done {
             self.shared.reset_at_retrieve(&core, &location, record)?;
         }
-        let file = core.open_file()?;
+        let file = core.open_file().inspect_err(|e| {
+            dev_err!(
+                dev,
+                "live update: retrieve: no file could be made for the device: {:?}\n",
+                e
+            )
+        })?;
         dev_dbg!(dev, "live update: retrieved, {}\n", have);
         Ok(file)
     }
@@ -292,10 +310,13 @@ impl Handler {
             let _held = (mode == Mode::Serial && fault == Some(reset::Fault::Locked))
                 .then(|| Faults::hold_reset_lock(pdev))
                 .flatten();
-            if pdev.try_lock_for_reset().is_none() {
+            // The reset of a function behind the same bridge, queued by an earlier freeze, may
+            // hold them for a moment: try as long as a reset would.
+            if reset::retry_locked(|| pdev.try_lock_for_reset().map(drop).ok_or(EAGAIN)).is_err() {
                 dev_err!(
                     dev,
-                    "live update: cannot freeze: the device or its upstream bridge is locked by someone else\n"
+                    "live update: cannot freeze: the device or its upstream bridge is locked by someone else (for {} ms)\n",
+                    reset::LOCK_WAIT_MS
                 );
                 return Err(EBUSY);
             }
@@ -515,7 +536,6 @@ struct VfioPciLiveUpdate {
     /// there for every freeze.
     #[pin]
     reset_waiter: reboot::Registration<reset::Waiter>,
-    #[pin]
     handler: liveupdate::Registration<Handler>,
     /// The test builds' fault injection knobs in debugfs.
     #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
@@ -527,16 +547,16 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         if !liveupdate::is_enabled() {
             pr_err!(
-                "live update is disabled on this boot (no liveupdate=on): nothing to register\n"
+                "live update is disabled on this boot (no liveupdate=on): the handler cannot be registered (EOPNOTSUPP)\n"
             );
         }
         let shared = Arc::pin_init(Shared::new(reset_mode()), GFP_KERNEL);
         try_pin_init!(Self {
             // Early in the chain: the resets are waited for before other notifiers run.
             reset_waiter <- reboot::Registration::register(shared.clone().map(reset::Waiter), i32::MAX),
-            handler <- liveupdate::Registration::register(
+            handler: liveupdate::Registration::register(
                 shared.clone().map(|shared| Handler { shared })
-            ),
+            )?,
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
             fault <- fault::Knobs::new(shared.as_ref().map_err(|e| *e)?),
         })
@@ -544,7 +564,7 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
             this.handler.add_flb(|h| h.shared.devices.flb())?;
             let devices = &this.handler.handler().shared.devices;
             // From here on the opens of the devices a previous kernel preserved are held off.
-            let incoming = devices.incoming()?;
+            let incoming = devices.incoming();
             if !incoming.is_empty() {
                 pr_debug!(
                     "live update: {} device(s) preserved by the previous kernel are held off until retrieved\n",

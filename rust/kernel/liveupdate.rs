@@ -27,7 +27,7 @@ use crate::{
     sync::{aref::ARef, Arc, Mutex},
     types::{ForeignOwnable, Opaque},
 };
-use core::marker::PhantomData;
+use core::{marker::PhantomData, mem::ManuallyDrop};
 
 /// Whether LUO is enabled on this boot (`liveupdate=on`).
 pub fn is_enabled() -> bool {
@@ -185,7 +185,7 @@ impl<H: FileHandler> VTable<H> {
         fh: *mut bindings::liveupdate_file_handler,
         file: *mut bindings::file,
     ) -> bool {
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: LUO asks only registered handlers, under its registration lock.
         let reg = unsafe { Self::registration(fh) };
         // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
         reg.handler
@@ -208,7 +208,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid and exclusively ours.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
@@ -232,7 +233,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
@@ -251,7 +253,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn freeze(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
@@ -278,7 +281,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unfreeze(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
@@ -293,16 +297,16 @@ impl<H: FileHandler> VTable<H> {
     ///
     /// # Safety
     ///
-    /// `fh` is the `inner` field of a registered `Registration<H>`, which stays registered (and in
-    /// place) for `'a`.
-    unsafe fn registration<'a>(fh: *mut bindings::liveupdate_file_handler) -> &'a Registration<H> {
-        // SAFETY: By the safety requirements, `fh` is the `inner` field of a `Registration<H>`,
-        // which lives for `'a`; `Opaque<T>` is transparent over `T`.
+    /// `fh` is the `fh` field of the [`Inner`] of a `Registration<H>`, which stays allocated for
+    /// `'a`: it is registered, or LUO holds a file of it (see [`Registration`]).
+    unsafe fn registration<'a>(fh: *mut bindings::liveupdate_file_handler) -> &'a Inner<H> {
+        // SAFETY: By the safety requirements, `fh` is the `fh` field of an `Inner<H>`, which
+        // lives for `'a`; `Opaque<T>` is transparent over `T`.
         unsafe {
             &*crate::container_of!(
                 fh.cast::<Opaque<bindings::liveupdate_file_handler>>(),
-                Registration<H>,
-                inner
+                Inner<H>,
+                fh
             )
         }
     }
@@ -313,7 +317,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         from_result(|| {
             let data = reg.incoming_data(args.serialized_data)?;
@@ -330,7 +335,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // Without usable preserved data the file cannot be retrieved: nothing to wait for.
         let Ok(data) = reg.incoming_data(args.serialized_data) else {
@@ -349,7 +355,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         let data = reg.incoming_data(args.serialized_data);
         reg.forget_incoming(args.serialized_data);
@@ -482,7 +489,7 @@ impl<F: Flb> FlbVTable<F> {
     }
 }
 
-/// The definition of an FLB, a part of the handler that uses it (or a `static`); link it to the
+/// The definition of an FLB, a pinned part of the handler that uses it; link it to the
 /// handler's registration with [`Registration::add_flb`].
 ///
 /// LUO keeps the FLB's state inside it, so it must stay where it is while it is linked: a pinned
@@ -490,9 +497,13 @@ impl<F: Flb> FlbVTable<F> {
 ///
 /// # Invariants
 ///
-/// `inner` holds `FlbVTable::<F>::OPS` and `F::COMPATIBLE`; the rest is LUO's private state.
+/// `inner` holds `FlbVTable::<F>::OPS` and `F::COMPATIBLE`; the rest is LUO's private state. A
+/// definition is only ever made in place ([`FlbDef::new`] is an in-place initializer), so it
+/// does not move once LUO has used it.
 #[repr(transparent)]
+#[pin_data]
 pub struct FlbDef<F: Flb> {
+    #[pin]
     inner: Opaque<bindings::liveupdate_flb>,
     _f: PhantomData<F>,
 }
@@ -503,9 +514,9 @@ unsafe impl<F: Flb> Sync for FlbDef<F> {}
 unsafe impl<F: Flb> Send for FlbDef<F> {}
 
 impl<F: Flb> FlbDef<F> {
-    /// The definition, for a `static`. Fails to build if [`Flb::COMPATIBLE`] is too long.
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
+    /// The C definition: ops and compatible string, the rest zeroed. Evaluated at compile time,
+    /// so an [`Flb::COMPATIBLE`] that is too long fails the build.
+    const RAW: bindings::liveupdate_flb = {
         // SAFETY: All zeros is a valid `liveupdate_flb`: null ops and an uninitialised private
         // part, which LUO initialises on first use.
         let mut flb: bindings::liveupdate_flb = unsafe { core::mem::zeroed() };
@@ -521,11 +532,18 @@ impl<F: Flb> FlbDef<F> {
             i += 1;
         }
         flb.ops = &FlbVTable::<F>::OPS;
-        // INVARIANT: The ops and compatible string are set above.
-        Self {
-            inner: Opaque::new(flb),
+        flb
+    };
+
+    /// The definition, initialised in place: LUO keeps state inside it that must not move once
+    /// it is used.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> impl PinInit<Self> {
+        // INVARIANT: `RAW` holds the ops and the compatible string.
+        pin_init!(Self {
+            inner: Opaque::new(Self::RAW),
             _f: PhantomData,
-        }
+        })
     }
 
     fn as_raw(&self) -> *mut bindings::liveupdate_flb {
@@ -576,27 +594,39 @@ type IncomingBlob<H> = (u64, Result<Arc<kho::Incoming<<H as FileHandler>::Data>>
 
 /// A registered LUO file handler, which owns the handler.
 ///
-/// Registers on creation and unregisters on drop, before the handler is dropped. LUO takes a
-/// reference on the owner module for every file that uses the handler, so a module cannot be
-/// unloaded, and its registration dropped, while LUO still refers to it.
+/// Registers on creation and unregisters on drop. What LUO points to (the C handler, and through
+/// it the Rust one) lives in an allocation of its own: LUO keeps a pointer to the handler for
+/// every file it holds, preserved or incoming, and calls back through it until the file is
+/// unpreserved or finished, also after the handler is unregistered; what keeps that memory alive
+/// is the reference LUO takes on the handler's owner module for each such file. So the drop
+/// frees the allocation only when the owner module has no reference left (the module is going
+/// away, or its initialisation failed before any file was preserved); otherwise it warns and
+/// leaves the allocation to LUO.
 ///
 /// # Invariants
 ///
-/// `inner` is registered with LUO, with `VTable::<H>::OPS`, from a successful
-/// [`Registration::register`] until drop; `handler` is initialised before and dropped after.
-#[pin_data(PinnedDrop)]
+/// `inner.fh` is registered with LUO from a successful [`Registration::register`] until drop.
 pub struct Registration<H: FileHandler> {
+    inner: ManuallyDrop<Pin<KBox<Inner<H>>>>,
+}
+
+/// What LUO points to: the C handler and the Rust one.
+///
+/// # Invariants
+///
+/// `fh` holds `VTable::<H>::OPS` and `H::COMPATIBLE`.
+#[pin_data]
+struct Inner<H: FileHandler> {
     /// What every callback of the handler gets as `&self`.
     #[pin]
     handler: H,
-    #[pin]
-    inner: Opaque<bindings::liveupdate_file_handler>,
     /// The blobs of incoming files, by serialized handle: restored from KHO (which checks the
     /// handle) on first use, kept until the file is finished. A failed restore is kept too, so
     /// that the memory is restored at most once.
     #[pin]
     incoming: Mutex<KVec<IncomingBlob<H>>>,
-    _h: PhantomData<H>,
+    #[pin]
+    fh: Opaque<bindings::liveupdate_file_handler>,
 }
 
 // SAFETY: LUO's registration functions may be called from any thread, and the handler is `Send`.
@@ -609,32 +639,60 @@ impl<H: FileHandler> Registration<H> {
     /// Initialises `handler` and registers it with LUO. Fails with `EOPNOTSUPP` when live update
     /// is disabled on this boot, and with `EEXIST` when a handler with the same compatible string
     /// is registered.
-    pub fn register(handler: impl PinInit<H, Error>) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            // Before the registration: LUO may call back as soon as the handler is registered.
-            handler <- handler,
-            incoming <- crate::new_mutex!(KVec::new()),
-            inner <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
-                let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
-                let compat = H::COMPATIBLE.to_bytes_with_nul();
-                if compat.len() > fh.compatible.len() {
-                    return Err(EINVAL);
-                }
-                for (dst, src) in fh.compatible.iter_mut().zip(compat) {
-                    *dst = *src as c_char;
-                }
-                fh.ops = &VTable::<H>::OPS;
-                // SAFETY: The initializer may write to `slot`.
-                unsafe { slot.write(fh) };
-                // SAFETY: `slot` holds an initialised handler with `'static` ops; it is pinned
-                // and unregistered in `drop` before its memory goes away.
-                // INVARIANT: On success the handler is registered.
-                to_result(unsafe { bindings::liveupdate_register_file_handler(slot) })
+    pub fn register(handler: impl PinInit<H, Error>) -> Result<Self> {
+        let compat = H::COMPATIBLE.to_bytes_with_nul();
+        let inner = KBox::try_pin_init(
+            try_pin_init!(Inner {
+                handler <- handler,
+                incoming <- crate::new_mutex!(KVec::new()),
+                fh <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
+                    let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
+                    if compat.len() > fh.compatible.len() {
+                        return Err(EINVAL);
+                    }
+                    for (dst, src) in fh.compatible.iter_mut().zip(compat) {
+                        // CAST: A byte of a C string.
+                        *dst = *src as c_char;
+                    }
+                    fh.ops = &VTable::<H>::OPS;
+                    // SAFETY: The initializer may write to `slot`.
+                    // INVARIANT: The ops and compatible string are set above.
+                    unsafe { slot.write(fh) };
+                    Ok(())
+                }),
             }),
-            _h: PhantomData,
+            GFP_KERNEL,
+        )?;
+        // Registered once the handler is in place: LUO may call back as soon as it is.
+        // SAFETY: `fh` is an initialised handler with `'static` ops, pinned in its allocation,
+        // which is freed only as `drop` says.
+        to_result(unsafe { bindings::liveupdate_register_file_handler(inner.fh.get()) })?;
+        // INVARIANT: Registered above.
+        Ok(Self {
+            inner: ManuallyDrop::new(inner),
         })
     }
 
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// Links an FLB of the handler, which `flb` picks from it, to the handler: from now on LUO
+    /// preserves it with the handler's files, and the new kernel can get it back. Unregistering
+    /// the handler unlinks it.
+    pub fn add_flb<F: Flb>(&self, flb: impl for<'a> FnOnce(&'a H) -> &'a FlbDef<F>) -> Result {
+        let flb = flb(&self.inner.handler);
+        // SAFETY: By the type invariants, `fh` is registered. `flb` is a valid definition
+        // borrowed from the handler (or `'static`): the handler is pinned in its allocation and
+        // never given out mutably, so the definition stays valid and in place until `drop`,
+        // which unregisters the handler, and with it unlinks the FLB, before the allocation can
+        // be freed.
+        to_result(unsafe { bindings::liveupdate_register_flb(self.inner.fh.get(), flb.as_raw()) })
+    }
+}
+
+impl<H: FileHandler> Inner<H> {
     /// The blob of the incoming file whose serialized data is `raw`, restored on first use.
     fn incoming_data(&self, raw: u64) -> Result<Arc<kho::Incoming<H::Data>>> {
         let mut table = self.incoming.lock();
@@ -666,30 +724,34 @@ impl<H: FileHandler> Registration<H> {
     }
 }
 
-impl<H: FileHandler> Registration<H> {
-    /// The handler.
-    pub fn handler(&self) -> &H {
-        &self.handler
+/// Whether LUO may still refer to a handler of `module`: the module is built in, or it has
+/// references (LUO holds one for every file of the module's handlers).
+fn module_in_use(module: *mut bindings::module) -> bool {
+    #[cfg(CONFIG_MODULE_UNLOAD)]
+    if !module.is_null() {
+        // SAFETY: `module` is the module whose code runs this, so it is loaded.
+        return unsafe { bindings::module_refcount(module) } > 0;
     }
-
-    /// Links an FLB of the handler, which `flb` picks from it, to the handler: from now on LUO
-    /// preserves it with the handler's files, and the new kernel can get it back. Unregistering
-    /// the handler unlinks it.
-    pub fn add_flb<F: Flb>(&self, flb: impl for<'a> FnOnce(&'a H) -> &'a FlbDef<F>) -> Result {
-        let flb = flb(&self.handler);
-        // SAFETY: By the type invariants, `inner` is registered. `flb` is a valid definition
-        // borrowed from the handler (or `'static`): the handler is pinned in `self` and never
-        // given out mutably, so the definition stays valid and in place until `drop`, which
-        // unregisters the handler, and with it unlinks the FLB, before the handler is dropped.
-        to_result(unsafe { bindings::liveupdate_register_flb(self.inner.get(), flb.as_raw()) })
-    }
+    let _ = module;
+    true
 }
 
-#[pinned_drop]
-impl<H: FileHandler> PinnedDrop for Registration<H> {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: By the type invariants, `inner` is registered.
-        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.get()) };
+impl<H: FileHandler> Drop for Registration<H> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `fh` is registered.
+        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.fh.get()) };
+        if module_in_use(VTable::<H>::OPS.owner) {
+            // LUO may hold a file of the handler and call back through it: the allocation stays.
+            pr_warn!(
+                "liveupdate: {}: handler unregistered while its module is in use; its memory is kept\n",
+                H::COMPATIBLE.to_str().unwrap_or("?")
+            );
+            return;
+        }
+        // SAFETY: Unregistered above, and LUO holds no file of the handler: it holds a reference
+        // on the owner module for each, and there is none. Nothing else points to `inner`, and
+        // it is not used after this.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
     }
 }
 

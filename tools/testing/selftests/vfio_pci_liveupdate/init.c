@@ -116,10 +116,11 @@ static void write_file(const char *path, const char *text)
 }
 
 /*
- * The module's tracepoints (how long each freeze, reset and retrieve took)
- * printed on the console as they fire (tracepoint_printk): the old kernel's
- * trace buffer is gone after the kexec, and the host's report and the
- * benchmark read them from the serial log.
+ * The module's tracepoints (how long each freeze, reset and retrieve took),
+ * printed on the console as they fire (the host boots the guest with
+ * tp_printk; the sysctl only works on such a boot): the old kernel's trace
+ * buffer is gone after the kexec, and the host's report and the benchmark
+ * read them from the serial log.
  */
 static void trace_module_events(void)
 {
