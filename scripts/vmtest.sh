@@ -224,8 +224,8 @@ printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
 
 log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}${RESET_DEVICES:+, for the reset test: $RESET_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
 # A guest that prints nothing on either serial port for this long is taken as
-# stalled: the longest quiet stretch of a healthy debug run is about a minute.
-STALL=${VFIO_LU_STALL:-420}
+# stalled: the longest quiet stretch of a healthy debug run is well under a minute.
+STALL=${VFIO_LU_STALL:-300}
 # Runs QEMU; kills it when the guest is silent for $STALL s (exit status 125,
 # and the file stalled says since when), or after $TIMEOUT s (124).
 run_qemu() {

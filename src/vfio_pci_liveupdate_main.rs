@@ -207,7 +207,7 @@ fn log_freeze_refused(pdev: &pci::Device, e: Error) {
         ),
         e if e == EINVAL => dev_err!(
             dev,
-            "live update: cannot freeze: the device is not in D0, or is runtime-suspended (power state {:?})\n",
+            "live update: cannot freeze: the device is in {:?}, not D0 (or is runtime-suspended)\n",
             pdev.power_state()
         ),
         e => dev_err!(dev, "live update: cannot freeze: {:?}\n", e),

@@ -637,6 +637,8 @@ static void stage2(int luo, int state)
 	}
 	ksft_test_result(!ret, "stage2_module_unloads_after_finish (%s, after %d retries)\n",
 			 strerror(-ret), i);
+	if (!ret)
+		vfio_lu_trace_next_load();
 	modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
 	ret = modfd < 0 ? -errno : syscall(SYS_finit_module, modfd, "", 0) ? -errno : 0;
 	ksft_test_result(!ret, "stage2_module_reloads (%s)\n", strerror(-ret));

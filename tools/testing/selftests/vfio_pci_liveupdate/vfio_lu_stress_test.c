@@ -435,6 +435,7 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 		close(session);
 		ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
 		ASSERT_EQ(0, ret) TH_LOG("round %d: unload: %s", i, strerror(-ret));
+		vfio_lu_trace_next_load();
 		modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
 		ASSERT_LE(0, modfd);
 		ret = syscall(SYS_finit_module, modfd, params, 0) ? -errno : 0;

@@ -52,6 +52,25 @@ struct vfio_lu_dev {
 	unsigned int device;
 };
 
+/*
+ * The module is not loaded: have the tracing enable its events when it is
+ * loaded again (set_event's ":mod:" is kept until then), as init enabled
+ * them at the first load; the host's report reads them from the console.
+ * Appends, so that other enabled events stay on; quietly does nothing
+ * without tracefs.
+ */
+static inline void vfio_lu_trace_next_load(void)
+{
+	static const char cmd[] = ":mod:" VFIO_LU_MODULE;
+	int fd = open("/sys/kernel/tracing/set_event", O_WRONLY | O_APPEND | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (write(fd, cmd, sizeof(cmd) - 1) < 0)
+			perror("set_event");
+		close(fd);
+	}
+}
+
 /* Read a small sysfs/proc file into @buf, without the trailing newline. */
 static inline int vfio_lu_read_file(const char *path, char *buf, size_t len)
 {
