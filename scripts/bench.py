@@ -5,9 +5,10 @@ Each argument is the log directory of one QEMU run (scripts/vmtest.sh --mode
 bench). From ktap.log: the "# bench: <phase> <kind> <us>" samples that
 vfio_lu_bench timed in userspace, the TSC of the last device retrieved and the
 TSC of init's reboot(KEXEC). From console.log (both kernels): the TSC
-frequency, the module's reset mode, and the freeze times the module logged:
-per device ("frozen in X us", "reset done in X us") and in all ("freeze of N
-device(s) took X us from the first freeze to the last reset done").
+frequency, and the module's tracepoints, which init has the kernel print on
+the console (tracepoint_printk): per device vfio_pci_lu_freeze and
+vfio_pci_lu_reset, in all vfio_pci_lu_freeze_all (first freeze to last reset
+done, with the reset mode).
 """
 import argparse
 import re
@@ -19,11 +20,10 @@ from pathlib import Path
 SAMPLE = re.compile(r"^# bench: (\w+) (\w+) ([\d.]+)$")
 LAST_TSC = re.compile(r"^# bench: last_retrieve_tsc (\d+)$")
 KEXEC = re.compile(r"^# vfio-lu: \[up=[\d.]+ tsc=(\d+)\] stage 1: done, kexec$")
-MODULE = re.compile(r"registered the LUO file handler .* \(resets at freeze: (\w+)\)")
-FROZEN = re.compile(r": live update: frozen in (\d+) us")
-RESET = re.compile(r": live update: reset done in (\d+) us \((\w+)")
-STARTED = re.compile(r": live update: reset done in \d+ us \(parallel, began (\d+) us after it was queued\)")
-TOTAL = re.compile(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed")
+# The module's tracepoints (include/trace/events/vfio_pci_liveupdate.h).
+FROZEN = re.compile(r"vfio_pci_lu_freeze: \S+ reset=\w+ us=(\d+) ret=0\b")
+RESET = re.compile(r"vfio_pci_lu_reset: \S+ when=(serial|parallel) us=(\d+) waited_us=(\d+) ret=0\b")
+TOTAL = re.compile(r"vfio_pci_lu_freeze_all: devices=(\d+) reset=(\w+) us=(\d+) failed=(\d+)")
 MHZ = re.compile(r"tsc: Detected ([\d.]+) MHz")
 
 # (key, label, unit divisor to ms, where the number comes from)
@@ -60,21 +60,21 @@ def parse_run(rundir):
         m = KEXEC.match(line)
         if m:
             kexec_tsc = int(m.group(1))
-    mode = MODULE.search(console)
     mhz = MHZ.search(console)
     total = TOTAL.search(console)
-    if not (mode and mhz and total and last_tsc and kexec_tsc):
-        sys.exit(f"{rundir}: incomplete run (mode {bool(mode)}, tsc {bool(mhz)}, "
-                 f"freeze total {bool(total)}, retrieve tsc {bool(last_tsc)}, kexec tsc {bool(kexec_tsc)})")
+    if not (mhz and total and last_tsc and kexec_tsc):
+        sys.exit(f"{rundir}: incomplete run (tsc {bool(mhz)}, freeze total {bool(total)}, "
+                 f"retrieve tsc {bool(last_tsc)}, kexec tsc {bool(kexec_tsc)})")
     if int(total.group(4)):
         sys.exit(f"{rundir}: {total.group(4)} reset(s) failed")
+    resets = RESET.findall(console)
     s["freeze_cb"] = [float(x) for x in FROZEN.findall(console)]
-    s["reset"] = [float(us) for us, _ in RESET.findall(console)]
-    s["reset_wait"] = [float(us) for us in STARTED.findall(console)]
-    s["freeze"] = [float(total.group(2))]
+    s["reset"] = [float(us) for _, us, _ in resets]
+    s["reset_wait"] = [float(w) for when, _, w in resets if when == "parallel"]
+    s["freeze"] = [float(total.group(3))]
     s["kexec_to_retrieved"] = [(last_tsc - kexec_tsc) / float(mhz.group(1))]
     ndev = int(total.group(1))
-    return mode.group(1), ndev, s
+    return total.group(2), ndev, s
 
 
 def fmt(v):

@@ -60,7 +60,17 @@ fi
 export PATH="$VENV/bin:$PATH"
 
 # --- 2. the tree --------------------------------------------------------------
-build_lock
+# The pages alone need only Documentation/ of the tree, which no QEMU run uses:
+# they share the build lock with the runs (so make test's lint does not wait
+# for them) and take a lock of their own against another docs build. rustdoc
+# builds in the kernel's objects and takes the build lock alone.
+if [ -n "$rustdoc" ]; then
+	build_lock
+else
+	build_lock shared
+	exec 7>>"$BUILD/.docs.lock"
+	flock 7 || die "cannot lock $BUILD/.docs.lock"
+fi
 [ -f "$KSRC/.git/vfio-lu-pristine" ] && [ -f "$KSRC/Makefile" ] ||
 	die "no kernel tree in $KSRC: run 'make kernel' first (or 'make docs', which does)"
 copied=0

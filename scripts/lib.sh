@@ -37,13 +37,16 @@ kmake() {
 log()  { printf '[%s] %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; }
 die()  { printf '[%s] ERROR: %s\n' "${LOG_TAG:-vfio-lu}" "$*" >&2; exit 1; }
 
-# One user of the build directory at a time (a kernel build, a QEMU run, a docs
-# or rustdoc build): waits for the others, released when the script exits.
-build_lock() {
+# One user of the build directory at a time (a kernel build, a docs or rustdoc
+# build), or any number of QEMU runs (shared): waits for the others, released
+# when the script exits.
+build_lock() {	# [shared]: QEMU runs share the lock, builds take it alone
+	local mode=-x
+	[ "${1:-}" = shared ] && mode=-s
 	mkdir -p "$BUILD"
 	exec 9>>"$BUILD/.lock"
-	if ! flock -n 9; then
+	if ! flock -n $mode 9; then
 		log "waiting for another build or run in $BUILD to finish"
-		flock 9 || die "cannot lock $BUILD/.lock"
+		flock $mode 9 || die "cannot lock $BUILD/.lock"
 	fi
 }

@@ -30,7 +30,7 @@ for p in "$PROJECT"/patches/*.patch; do
 	check "checkpatch $(basename "$p")" \
 		bash -c '"$0/scripts/checkpatch.pl" --no-tree --quiet --strict "$1" && true' "$KSRC" "$p"
 done
-mapfile -t cfiles < <(cd "$PROJECT" && find rust include tools -name '*.[ch]' 2>/dev/null | sort)
+mapfile -t cfiles < <(cd "$PROJECT" && find rust include src tools -name '*.[ch]' 2>/dev/null | sort)
 if [ ${#cfiles[@]} -gt 0 ]; then
 	check "checkpatch -f (${#cfiles[@]} C file(s))" \
 		bash -c 'k=$0; cd "$1" && shift && for f; do "$k/scripts/checkpatch.pl" --no-tree --quiet --strict -f "$f" || exit 1; done' \

@@ -12,8 +12,14 @@
 #                                    slow, not part of the tests
 #
 # What goes into which patch, and the messages, are in patches/series/ (see
-# its README). The export is deterministic: fixed author, dates and
-# abbreviations, zeroed commit ids, no user git configuration.
+# its README). Every patch carries the submitter's identity: author and
+# Signed-off-by are user.name and user.email of the git configuration (as
+# "git config" reads them in the project's repository); the export refuses to
+# run without them, or with the project's old placeholder. Otherwise it is
+# deterministic: fixed dates and abbreviations, zeroed commit ids, no other
+# user git configuration. The check (make test) exports with the same
+# identity, or with a stand-in that it names when there is none; it also
+# checks that an export without an identity is refused.
 #
 # The export works in a scratch git repository that borrows the objects of
 # build/linux (alternates) and never writes to it.
@@ -22,14 +28,35 @@ LOG_TAG=series
 . "$(dirname "$0")/lib.sh"
 
 MANIFEST=$PROJECT/patches/series
-AUTHOR_NAME="vfio-pci live update developers"
-AUTHOR_EMAIL="vfio-lu@example.org"
 SERIES_DATE="2026-11-22T12:00:00+0000"
+
+# The submitter, read before the neutral environment below.
+AUTHOR_NAME=$(git -C "$PROJECT" config user.name || true)
+AUTHOR_EMAIL=$(git -C "$PROJECT" config user.email || true)
+# The identity the project's patches once carried, and kernel.sh's own for its
+# build tree: never a submitter.
+PLACEHOLDER_RE='^(vfio-pci live update developers|vfio-lu|.*<?vfio-lu@(example\.org|localhost)>?)$'
+
+# identity_problem: why AUTHOR_NAME/AUTHOR_EMAIL cannot sign the series, or
+# nothing when they can.
+identity_problem() {
+	if [ -z "$AUTHOR_NAME" ] || [ -z "$AUTHOR_EMAIL" ]; then
+		echo "no git identity: set user.name and user.email (git config), the series' author and Signed-off-by"
+	elif [[ $AUTHOR_EMAIL != *@* ]]; then
+		echo "user.email '$AUTHOR_EMAIL' is not an e-mail address"
+	elif grep -Eqx "$PLACEHOLDER_RE" <<< "$AUTHOR_NAME" || grep -Eqx "$PLACEHOLDER_RE" <<< "$AUTHOR_EMAIL"; then
+		echo "'$AUTHOR_NAME <$AUTHOR_EMAIL>' is a placeholder, not a submitter: set user.name and user.email (git config)"
+	fi
+}
+
+# use_identity: export the git environment for AUTHOR_NAME/AUTHOR_EMAIL.
+use_identity() {
+	export GIT_AUTHOR_NAME=$AUTHOR_NAME GIT_AUTHOR_EMAIL=$AUTHOR_EMAIL GIT_AUTHOR_DATE=$SERIES_DATE
+	export GIT_COMMITTER_NAME=$AUTHOR_NAME GIT_COMMITTER_EMAIL=$AUTHOR_EMAIL GIT_COMMITTER_DATE=$SERIES_DATE
+}
 
 # Neutral, fixed git environment: no user or system configuration.
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-export GIT_AUTHOR_NAME=$AUTHOR_NAME GIT_AUTHOR_EMAIL=$AUTHOR_EMAIL GIT_AUTHOR_DATE=$SERIES_DATE
-export GIT_COMMITTER_NAME=$AUTHOR_NAME GIT_COMMITTER_EMAIL=$AUTHOR_EMAIL GIT_COMMITTER_DATE=$SERIES_DATE
 export TZ=UTC LC_ALL=C
 
 # Where a project file lands in the tree (as in scripts/kernel.sh).
@@ -198,7 +225,8 @@ export_series() (
 			p=$(patch_file "$p")
 			git apply --cached "$p" || die "$(basename "$p") does not apply in the series"
 			git mailinfo "$tmp/mi.msg" "$tmp/mi.patch" < "$p" > "$tmp/mi.info"
-			{ sed -n 's/^Subject: //p' "$tmp/mi.info"; echo; cat "$tmp/mi.msg"; } > "$msg"
+			# The patch file's own sign-off is the project's placeholder.
+			{ sed -n 's/^Subject: //p' "$tmp/mi.info"; echo; grep -v '^Signed-off-by: ' "$tmp/mi.msg"; } > "$msg"
 		else
 			subject=$(hdr "$e" Subject)
 			[ -n "$subject" ] || die "$(basename "$e"): no Subject:"
@@ -236,8 +264,8 @@ export_series() (
 			git update-index --add --index-info < "$tmp/index.info"
 			{ echo "$subject"; echo; body "$e"; } > "$msg"
 		fi
-		grep -q '^Signed-off-by: ' "$msg" ||
-			printf '\nSigned-off-by: %s <%s>\n' "$AUTHOR_NAME" "$AUTHOR_EMAIL" >> "$msg"
+		printf '%s\n\nSigned-off-by: %s <%s>\n' "$(cat "$msg")" "$AUTHOR_NAME" "$AUTHOR_EMAIL" > "$msg.signed"
+		mv "$msg.signed" "$msg"
 		tree=$(git write-tree)
 		[ "$tree" != "$(git rev-parse "$parent^{tree}")" ] || die "$(basename "$e"): changes nothing"
 		commit=$(git commit-tree "$tree" -p "$parent" -F "$msg")
@@ -271,6 +299,27 @@ check_series() {
 	# shellcheck disable=SC2064
 	trap "rm -rf '$tmp'" EXIT
 
+	# 0. The identity: the user's, or a stand-in for the check only. An
+	# export with the project's old placeholder, or with none, is refused.
+	local why refused=""
+	why=$(identity_problem)
+	if [ -n "$why" ]; then
+		AUTHOR_NAME="series check stand-in"; AUTHOR_EMAIL="stand-in@series-check.invalid"
+	fi
+	use_identity
+	for id in "vfio-pci live update developers|vfio-lu@example.org" "|"; do
+		if out=$(GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=user.name GIT_CONFIG_VALUE_0="${id%|*}" \
+			GIT_CONFIG_KEY_1=user.email GIT_CONFIG_VALUE_1="${id#*|}" \
+			"$0" export "$tmp/refused" 2>&1) || [ -e "$tmp/refused" ]; then
+			refused+="'${id%|*} <${id#*|}>': ${out:-exported}; "
+		fi
+	done
+	if [ -z "$refused" ]; then
+		ok "identity: export refuses the old placeholder and an empty identity${why:+ (here: $why; checked with a stand-in)}"
+	else
+		bad "identity: export accepted $refused"
+	fi
+
 	# 1. export
 	if ! out=$(export_series "$tmp/series" 2>&1); then
 		bad "export (scripts/series.sh export)"; printf '%s\n' "$out" | indent
@@ -278,6 +327,19 @@ check_series() {
 	fi
 	mapfile -t patches < <(find "$tmp/series" -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort)
 	n=${#patches[@]}
+	# Every patch: From: and one Signed-off-by:, the identity's.
+	local unsigned=""
+	for p in "${patches[@]}"; do
+		[ "$(grep -c '^Signed-off-by: ' "$p")" = 1 ] &&
+			grep -qxF "Signed-off-by: $AUTHOR_NAME <$AUTHOR_EMAIL>" "$p" &&
+			[ "$(git mailinfo /dev/null /dev/null < "$p" | sed -n 's/^Author: //p; s/^Email: //p' | paste -sd'|')" = "$AUTHOR_NAME|$AUTHOR_EMAIL" ] ||
+			unsigned+=" $(basename "$p")"
+	done
+	if [ -z "$unsigned" ]; then
+		ok "identity: $n patches from and signed off by $AUTHOR_NAME <$AUTHOR_EMAIL>"
+	else
+		bad "identity: not from and signed off by $AUTHOR_NAME <$AUTHOR_EMAIL>:$unsigned"
+	fi
 	# The same input gives the same bytes.
 	if out=$(export_series "$tmp/again" 2>&1 && diff -r "$tmp/series" "$tmp/again" 2>&1); then
 		ok "export: $n patches + cover letter, reproducible (two exports identical)"
@@ -410,8 +472,17 @@ build_each() {
 	return $rc
 }
 
+# require_identity: die unless the git identity can sign the series.
+require_identity() {
+	local why
+	why=$(identity_problem)
+	[ -z "$why" ] || die "$why; nothing written"
+	use_identity
+}
+
 case "${1:-}" in
 build-each)
+	require_identity
 	build_each "$(realpath -m "${2:-$BUILD/series-each}")"
 	;;
 check)
@@ -419,6 +490,7 @@ check)
 	exit $fail
 	;;
 export)
+	require_identity
 	out=${2:-$BUILD/series}
 	export_series "$(realpath -m "$out")"
 	;;

@@ -37,8 +37,10 @@ SRC
 fi
 
 # --- Debian packages from bookworm. -----------------------------------------
+# uuid-dev: libuuid.a, which the kernel's VFIO selftest library (libvfio) links.
 pkgs=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev
-      libssl-dev cpio rsync make gcc libc6-dev xz-utils python3 python3-venv)
+      libssl-dev cpio rsync make gcc libc6-dev xz-utils python3 python3-venv
+      uuid-dev)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||

@@ -1,29 +1,60 @@
 #!/usr/bin/env bash
-# The README's test command (after the kernel build): style checks, then the
-# two-stage QEMU test twice, once per reset mode of the module (parallel, the
-# default, and serial), the second also with bind_preserved=1, and a third,
-# short run with a damaged list of preserved devices. Ends with
+# The README's test command (after the kernel build): style checks, and, at the
+# same time, the two-stage QEMU test twice, once per reset mode of the module
+# (parallel, the default, and serial), the second also with bind_preserved=1,
+# and a third, short run with a damaged list of preserved devices. Ends with
 # "N passed, N failed" over all of them and exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
 . "$(dirname "$0")/lib.sh"
 
+# Everything runs at the same time: the lint, and the three QEMU runs (each
+# mostly keeps one core busy; TCG boots are single-threaded). Outputs are
+# printed in order once all have finished.
+out=$(mktemp -d "${TMPDIR:-/tmp}/vfio-lu-test.XXXXXX")
+# shellcheck disable=SC2064
+trap "rm -rf '$out'" EXIT
+
+# One QEMU run in the background: name, then vmtest.sh arguments.
+vm_start() {
+	local name=$1; shift
+	{ "$PROJECT/scripts/vmtest.sh" --mode test --name "$name" "$@" > "$out/$name" 2>&1
+	  echo $? > "$out/$name.rc"; } &
+}
+vm_start test "$@"
+# The second run also has the new kernel's module bind the preserved devices
+# itself (bind_preserved=1); the first leaves that to init, as userspace.
+# It runs only what depends on those parameters (serial1.list, serial2.list),
+# without the fault test's devices: the rest runs in the first run only.
+vm_start test-serial --lists serial --fault-devices "" \
+	--append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
+# The third damages the list of preserved devices across the kexec, which takes
+# the hold-off and the reset records from every device of its run: two devices
+# of its own and one program (list1.list, list2.list).
+vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
+
+# Other kernel configurations must build too (compile only, see the script),
+# at the same time as the rest.
+{ "$PROJECT/scripts/config-check.sh" > "$out/config" 2>&1; echo $? > "$out/config.rc"; } &
 lint_out=$("$PROJECT/scripts/lint.sh"); lint_rc=$?
+wait
+[ "$(cat "$out/config.rc" 2>/dev/null)" = 0 ] || lint_rc=1
+lint_out+=$'\n'$(cat "$out/config")
 printf '%s\n' "$lint_out"
 lp=$(grep -c '^  ok ' <<< "$lint_out")
 lf=$(grep -c '^  FAIL ' <<< "$lint_out")
 passed=$lp; failed=$lf; skipped=0
 [ "$lint_rc" = 0 ] || [ "$lf" -gt 0 ] || failed=$((failed + 1))
 
-# One QEMU run: name, then vmtest.sh arguments.
-vm_run() {
-	local name=$1 out rc vp vf vs; shift
+# The result of one QEMU run, by name.
+vm_tally() {
+	local name=$1 rc vp vf vs
 	echo "$name:"
-	out=$("$PROJECT/scripts/vmtest.sh" --mode test --name "$name" "$@"); rc=$?
-	printf '%s\n' "$out"
+	cat "$out/$name"
+	rc=$(cat "$out/$name.rc" 2>/dev/null || echo 1)
 	read -r vp vf vs < <(awk '/^vm: [0-9]+ passed, [0-9]+ failed/ {
 		s = 0; if (match($0, /[0-9]+ skipped/)) s = substr($0, RSTART) + 0
-		print $2, $4, s }' <<< "$out")
+		print $2, $4, s }' "$out/$name")
 	if [ -z "${vp:-}" ]; then
 		# The VM run did not even report: count it as one failure.
 		vp=0; vf=1; vs=0
@@ -31,14 +62,9 @@ vm_run() {
 	[ "$rc" = 0 ] || [ "$vf" -gt 0 ] || [ "$vs" -gt 0 ] || vf=1
 	passed=$((passed + vp)); failed=$((failed + vf)); skipped=$((skipped + vs))
 }
-vm_run test "$@"
-# The second run also has the new kernel's module bind the preserved devices
-# itself (bind_preserved=1); the first leaves that to init, as userspace.
-vm_run test-serial --append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
-# The third damages the list of preserved devices across the kexec, which takes
-# the hold-off and the reset records from every device of its run: two devices
-# of its own and one program (list1.list, list2.list).
-vm_run test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
+vm_tally test
+vm_tally test-serial
+vm_tally test-list
 
 if [ "$skipped" -gt 0 ]; then
 	echo "$passed passed, $failed failed, $skipped skipped"

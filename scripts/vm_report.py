@@ -130,15 +130,13 @@ def freeze_check(run, console):
     old = console.split("Linux version ")
     old = old[1] if len(old) > 1 else ""
     want = "serial" if "vfio_pci_liveupdate.serial_reset=1" in console else "parallel"
-    loaded = re.search(r"registered the LUO file handler .* \(resets at freeze: (\w+)\)", old)
-    total = re.findall(r"live update: freeze of (\d+) device\(s\) took (\d+) us .*\((\w+) resets, (\d+) failed", old)
+    # The module's tracepoint, which init has the kernel print on the console.
+    total = re.findall(r"vfio_pci_lu_freeze_all: devices=(\d+) reset=(\w+) us=(\d+) failed=(\d+)", old)
     ndev = len(run.binds[1])
     name = f"the kexec froze all {ndev} device(s), {want} resets"
-    if not loaded or loaded.group(1) != want:
-        return (name, False, f"module reports resets at freeze: {loaded.group(1) if loaded else 'nothing'}")
     if not total:
-        return (name, False, "no 'freeze of N device(s)' line in the old kernel's log")
-    n, us, mode, failed = total[-1]
+        return (name, False, "no vfio_pci_lu_freeze_all event in the old kernel's log")
+    n, mode, us, failed = total[-1]
     return (name, int(n) == ndev and mode == want,
             f"{n} device(s), {mode} resets, {failed} failed or unfinished, {us} us")
 
@@ -172,7 +170,8 @@ def main():
     # Host checks of the run as a whole.
     host = []
     host.append(("QEMU exited by itself (no hang, no timeout)", args.qemu_rc == 0,
-                 f"qemu exit status {args.qemu_rc}" + (" (timeout)" if args.qemu_rc in (124, 137) else "")))
+                 f"qemu exit status {args.qemu_rc}" + (" (timeout)" if args.qemu_rc in (124, 137) else
+                                                     " (stalled: no output)" if args.qemu_rc == 125 else "")))
     host.append(("stage 1 ran its tests and started the kexec",
                  ev(run, 1, "stage 1: done, kexec") is not None, "no 'stage 1: done, kexec' line"))
     host.append(("stage 2 booted by kexec and found KHO data",
@@ -198,9 +197,14 @@ def main():
     out = []
     retried = args.rundir / "qemu-retried"
     if retried.exists():
-        out.append(f"  note: QEMU aborted the first attempt on an assertion of its own "
-                   f"({retried.read_text().strip()}); this is the second "
-                   f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
+        why = retried.read_text().strip()
+        if why.startswith("stalled: "):
+            out.append(f"  note: the first attempt stalled ({why[len('stalled: '):]}); "
+                       f"this is the second (the first one's logs: {args.rundir / 'qemu-stalled'})")
+        else:
+            out.append(f"  note: QEMU aborted the first attempt on an assertion of its own "
+                       f"({why}); this is the second "
+                       f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
         out += demo_summary(run, console, args)
     else:
@@ -267,7 +271,9 @@ def demo_summary(run, console, args):
 
 
 def device_summary(run, console):
-    """Per device: identity before and after, reset method, outcome, from the handler's log."""
+    """Per device: identity before and after (as init read it from sysfs in each
+    kernel), its reset method, and what the handler's tracepoints say of its
+    freeze, reset and retrieve (init has the kernel print them on the console)."""
     lines = [re.sub(r"^\[ *[0-9.]+\] ", "", l.strip()) for l in console.splitlines()]
     banners = [i for i, l in enumerate(lines) if "Linux version " in l]
     cut = banners[1] if len(banners) > 1 else len(lines)
@@ -281,30 +287,31 @@ def device_summary(run, console):
                 found = m
         return found
 
-    out = ["  each device, old kernel -> new kernel (from the handler's log):"]
+    after_ids = {bdf: ids for bdf, ids, _ in run.binds[2]}
+    out = ["  each device, old kernel -> new kernel (identity from sysfs, steps from the tracepoints):"]
     for bdf, ids, _ in run.binds[1]:
         b = re.escape(bdf)
-        before = last(old, rf"{b}: live update: preserved, (.*)$")
-        frozen = last(old, rf"{b}: live update: frozen")
+        frozen = last(old, rf"vfio_pci_lu_freeze: {b} reset=\w+ us=(\d+) ret=0\b")
         refused = last(old, rf"{b}: live update: cannot freeze: (.*)$")
-        after = last(new, rf"{b}: live update: retrieved, (.*)$")
-        finished = last(new, rf"{b}: live update: finished \((.*)\)")
+        reset = last(old, rf"vfio_pci_lu_reset: {b} when=\w+ us=(\d+) waited_us=\d+ ret=(-?\d+)")
+        retrieved = last(new, rf"vfio_pci_lu_retrieve: {b} us=(\d+) ret=(-?\d+)")
+        after = after_ids.get(bdf)
         methods = run.resets[1].get(bdf, "?").split()
-        steps = [("preserved", before), ("frozen", frozen), ("retrieved", after),
-                 ("finished", finished)]
-        missing = [name for name, m in steps if not m]
-        same = before and after and before.group(1) == after.group(1)
+        steps = [("frozen", frozen), ("reset", reset and reset.group(2) == "0"),
+                 ("retrieved", retrieved and retrieved.group(2) == "0")]
+        missing = [name for name, ok in steps if not ok]
         if missing:
             outcome = "FAILED: not " + ", ".join(missing)
-        elif not same:
+        elif after != ids:
             outcome = "FAILED: identity changed"
         else:
-            outcome = "ok: preserved, frozen, retrieved, bound, finished; same identity"
+            outcome = (f"ok: frozen in {frozen.group(1)} us, reset in {reset.group(1)} us, "
+                       f"retrieved in {retrieved.group(1)} us; same identity")
         out.append(f"    {bdf}")
-        out.append(f"      before  {before.group(1) if before else '-'}")
+        out.append(f"      before  {ids}")
         out.append(f"      reset   {methods[0] if methods else '?'} at freeze"
                    f" (first of the device's reset methods: {' '.join(methods)})")
-        out.append(f"      after   {after.group(1) if after else '-'}")
+        out.append(f"      after   {after or '-'}")
         if refused:
             out.append(f"      note    a kexec was refused first, as the test asks: {refused.group(1)}")
         out.append(f"      outcome {outcome}")

@@ -4,15 +4,15 @@
 //!
 //! The layout and its versioning rules are those of `include/linux/kho/abi/vfio_pci.h`.
 
+use crate::lu_abi::{
+    DevSer, DevsSer, DevsV1Ser, IdentitySer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_V1_MAX,
+    DEVS_V1_VERSION, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION, RESET_DONE,
+    RESET_FAILED, RESET_NONE, RESET_QUEUED,
+};
 use kernel::{
     fmt, pci,
     prelude::*,
     transmute::{AsBytes, FromBytes},
-    vfio::lu_abi::{
-        DevSer, DevsSer, DevsV1Ser, IdentitySer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_V1_MAX,
-        DEVS_V1_VERSION, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION, RESET_DONE,
-        RESET_FAILED, RESET_NONE, RESET_QUEUED,
-    },
 };
 
 /// Where a PCI function sits: segment and bus/device/function.
@@ -165,7 +165,7 @@ impl fmt::Display for DecodeError {
             Self::Length(l) => write!(
                 f,
                 "bad length {l} (expected {}..={EXT_MAX_LENGTH})",
-                size_of::<kernel::vfio::lu_abi::Ext>()
+                size_of::<crate::lu_abi::Ext>()
             ),
         }
     }
@@ -178,7 +178,7 @@ pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity) {
     ser.ext.magic = EXT_MAGIC;
     ser.ext.version = EXT_VERSION;
     // CAST: The extension is 24 bytes.
-    ser.ext.length = size_of::<kernel::vfio::lu_abi::Ext>() as u16;
+    ser.ext.length = size_of::<crate::lu_abi::Ext>() as u16;
     ser.ext.id = id.to_raw();
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn decode_location(ser: &Ser) -> Location {
 /// Reads a blob written by this driver or by the upstream C handler.
 pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
     let location = decode_location(ser);
-    let ext = &ser.as_bytes()[size_of::<kernel::vfio::lu_abi::CoreSer>()..];
+    let ext = &ser.as_bytes()[size_of::<crate::lu_abi::CoreSer>()..];
     if ext.iter().all(|b| *b == 0) {
         return Ok(Decoded {
             location,
@@ -204,7 +204,7 @@ pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
     if version != EXT_VERSION {
         return Err(DecodeError::Version(version));
     }
-    if usize::from(length) < size_of::<kernel::vfio::lu_abi::Ext>() || length > EXT_MAX_LENGTH {
+    if usize::from(length) < size_of::<crate::lu_abi::Ext>() || length > EXT_MAX_LENGTH {
         return Err(DecodeError::Length(length));
     }
     Ok(Decoded {

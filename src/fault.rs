@@ -32,16 +32,20 @@
 
 use crate::{
     abi::{self, Location},
+    lu_abi::Ser,
     reset::Fault,
+    Shared,
 };
 use core::fmt;
 use kernel::{
     debugfs::{Dir, File},
     pci::{self, ResetLock},
     prelude::*,
-    sync::atomic::{Atomic, Relaxed},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
     uaccess::UserSliceReader,
-    vfio::lu_abi::Ser,
 };
 
 /// A corruption of a preserved blob.
@@ -98,43 +102,46 @@ impl Corruption {
     }
 }
 
-/// The armed corruption, as its index in [`NAMES`].
-static ARMED: Atomic<i32> = Atomic::new(0);
-
-/// The debugfs directory and its files; removed when dropped (module unload).
+/// The debugfs directory and its files; removed when dropped (module unload). Each file holds a
+/// reference to the module's shared state.
 #[pin_data]
 pub(crate) struct Knobs {
     #[pin]
-    _corrupt: File<()>,
+    _corrupt: File<Arc<Shared>>,
     #[pin]
-    _fail_reset: File<()>,
+    _fail_reset: File<Arc<Shared>>,
     #[pin]
-    _commands: File<()>,
+    _commands: File<Arc<Shared>>,
     #[pin]
-    _list_identity: File<()>,
+    _list_identity: File<Arc<Shared>>,
     #[pin]
-    _list_magic: File<()>,
+    _list_magic: File<Arc<Shared>>,
     _dir: Dir,
 }
 
 impl Knobs {
-    pub(crate) fn new() -> impl PinInit<Self> {
+    pub(crate) fn new(shared: &Arc<Shared>) -> impl PinInit<Self> + '_ {
         let dir = Dir::new(c"vfio_pci_liveupdate");
         pin_init!(Self {
-            _corrupt <- dir.read_write_callback_file(c"corrupt_next_preserve", (), &show, &store),
+            _corrupt <- dir.read_write_callback_file(
+                c"corrupt_next_preserve",
+                shared.clone(),
+                &show,
+                &store
+            ),
             _fail_reset <- dir.read_write_callback_file(
                 c"fail_next_reset",
-                (),
+                shared.clone(),
                 &show_reset_faults,
                 &store_reset_fault
             ),
-            _commands <- dir.read_callback_file(c"resets", (), &show_resets),
+            _commands <- dir.read_callback_file(c"resets", shared.clone(), &show_resets),
             _list_identity <- dir.write_callback_file(
                 c"corrupt_list_identity",
-                (),
+                shared.clone(),
                 &store_list_identity
             ),
-            _list_magic <- dir.write_callback_file(c"corrupt_list", (), &store_list_magic),
+            _list_magic <- dir.write_callback_file(c"corrupt_list", shared.clone(), &store_list_magic),
             _dir: dir,
         })
     }
@@ -146,14 +153,20 @@ const SLOTS: usize = 16;
 const SLOT_USED: u64 = 1 << 63;
 const KEY_MASK: u64 = (1 << 48) - 1;
 
-static RESET_FAULTS: [Atomic<u64>; SLOTS] = [const { Atomic::new(0) }; SLOTS];
-/// The devices of [`RESETS`], as in [`RESET_FAULTS`] with no value.
-static RESET_KEYS: [Atomic<u64>; SLOTS] = [const { Atomic::new(0) }; SLOTS];
-/// The last reset of the device of the same slot of [`RESET_KEYS`]: `seq << 33 | irqs << 32 |
-/// before << 16 | after`.
-static RESETS: [Atomic<u64>; SLOTS] = [const { Atomic::new(0) }; SLOTS];
-/// How many resets the module did.
-static RESET_SEQ: Atomic<u32> = Atomic::new(0);
+/// What the tests armed, and what they read back: the state behind the knobs.
+pub(crate) struct Faults {
+    /// The armed corruption, as its index in [`NAMES`].
+    armed: Atomic<i32>,
+    /// The armed reset faults.
+    reset_faults: [Atomic<u64>; SLOTS],
+    /// The devices of `resets`, as in `reset_faults` with no value.
+    reset_keys: [Atomic<u64>; SLOTS],
+    /// The last reset of the device of the same slot of `reset_keys`: `seq << 33 | irqs << 32 |
+    /// before << 16 | after`.
+    resets: [Atomic<u64>; SLOTS],
+    /// How many resets the module did.
+    reset_seq: Atomic<u32>,
+}
 
 fn key_of(loc: &Location) -> u64 {
     u64::from(loc.domain) << 16 | u64::from(loc.bus) << 8 | u64::from(loc.devfn)
@@ -217,8 +230,8 @@ fn fault_name(value: u64) -> &'static str {
     }
 }
 
-fn show_reset_faults(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    for slot in &RESET_FAULTS {
+fn show_reset_faults(shared: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for slot in &shared.faults.reset_faults {
         let w = slot.load(Relaxed);
         if w & SLOT_USED != 0 {
             write_bdf(f, &loc_of(w & KEY_MASK))?;
@@ -228,11 +241,11 @@ fn show_reset_faults(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
-fn store_reset_fault(_: &(), reader: &mut UserSliceReader) -> Result {
+fn store_reset_fault(shared: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; 48];
     let s = read_text(reader, &mut buf)?;
     if s == "none" {
-        for slot in &RESET_FAULTS {
+        for slot in &shared.faults.reset_faults {
             slot.store(0, Relaxed);
         }
         return Ok(());
@@ -244,7 +257,7 @@ fn store_reset_fault(_: &(), reader: &mut UserSliceReader) -> Result {
         "locked" => 2,
         _ => return Err(EINVAL),
     };
-    if !slot_set(&RESET_FAULTS, &loc, value) {
+    if !slot_set(&shared.faults.reset_faults, &loc, value) {
         return Err(ENOSPC);
     }
     let what = if value == 1 {
@@ -260,11 +273,11 @@ fn store_reset_fault(_: &(), reader: &mut UserSliceReader) -> Result {
     Ok(())
 }
 
-fn store_list_identity(_: &(), reader: &mut UserSliceReader) -> Result {
+fn store_list_identity(shared: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; 32];
     let s = read_text(reader, &mut buf)?;
     let loc = parse_bdf(s).ok_or(EINVAL)?;
-    crate::incoming::corrupt_identity(&loc)?;
+    shared.devices.corrupt_identity(&loc)?;
     pr_info!(
         "{}: live update: fault injection: another identity in the list of preserved devices\n",
         loc
@@ -272,55 +285,106 @@ fn store_list_identity(_: &(), reader: &mut UserSliceReader) -> Result {
     Ok(())
 }
 
-fn store_list_magic(_: &(), _reader: &mut UserSliceReader) -> Result {
-    crate::incoming::corrupt_list_magic()?;
+fn store_list_magic(shared: &Arc<Shared>, _reader: &mut UserSliceReader) -> Result {
+    shared.devices.corrupt_magic()?;
     pr_info!("live update: fault injection: the list of preserved devices has a bad magic\n");
     Ok(())
 }
 
-/// The fault armed for the next reset of the device at `loc`, if any; disarms it.
-pub(crate) fn take_reset_fault(loc: &Location) -> Option<Fault> {
-    let key = key_of(loc);
-    for slot in &RESET_FAULTS {
-        let w = slot.load(Relaxed);
-        if w & SLOT_USED != 0 && w & KEY_MASK == key && slot.cmpxchg(w, 0, Relaxed).is_ok() {
-            return Some(if (w >> 48) & 0xff == 1 {
-                Fault::Error
+impl Faults {
+    pub(crate) const fn new() -> Self {
+        Self {
+            armed: Atomic::new(0),
+            reset_faults: [const { Atomic::new(0) }; SLOTS],
+            reset_keys: [const { Atomic::new(0) }; SLOTS],
+            resets: [const { Atomic::new(0) }; SLOTS],
+            reset_seq: Atomic::new(0),
+        }
+    }
+
+    /// The fault armed for the next reset of the device at `loc`, if any; disarms it.
+    pub(crate) fn take_reset_fault(&self, loc: &Location) -> Option<Fault> {
+        let key = key_of(loc);
+        for slot in &self.reset_faults {
+            let w = slot.load(Relaxed);
+            if w & SLOT_USED != 0 && w & KEY_MASK == key && slot.cmpxchg(w, 0, Relaxed).is_ok() {
+                return Some(if (w >> 48) & 0xff == 1 {
+                    Fault::Error
+                } else {
+                    Fault::Locked
+                });
+            }
+        }
+        None
+    }
+
+    /// Takes the locks of `pdev` for a reset and holds them as long as the returned guard lives,
+    /// as another task would (fault `locked`).
+    pub(crate) fn hold_reset_lock(pdev: &pci::Device) -> Option<ResetLock<'_>> {
+        let held = pdev.try_lock_for_reset();
+        dev_info!(
+            pdev.as_ref(),
+            "live update: fault injection: {} the device's locks during its reset\n",
+            if held.is_some() {
+                "holding"
             } else {
-                Fault::Locked
-            });
+                "could not take"
+            }
+        );
+        held
+    }
+
+    /// The state of `pdev` for [`Faults::record_reset`], when its reset begins.
+    pub(crate) fn snapshot(&self, pdev: &pci::Device) -> Snapshot {
+        Snapshot {
+            command: pdev.command(),
+            irqs: pdev.is_msi_or_msix_enabled(),
         }
     }
-    None
-}
 
-/// Takes the locks of `pdev` for a reset and holds them as long as the returned guard lives, as
-/// another task would (fault `locked`).
-pub(crate) fn hold_reset_lock(pdev: &pci::Device) -> Option<ResetLock<'_>> {
-    let held = pdev.try_lock_for_reset();
-    dev_info!(
-        pdev.as_ref(),
-        "live update: fault injection: {} the device's locks during its reset\n",
-        if held.is_some() {
-            "holding"
-        } else {
-            "could not take"
+    /// Records a reset of `pdev` by this module: its command register and interrupts `before`
+    /// the reset, and its command register now (after it).
+    pub(crate) fn record_reset(&self, pdev: &pci::Device, before: Snapshot) {
+        let seq = self.reset_seq.fetch_add(1, Relaxed).wrapping_add(1);
+        let value = u64::from(seq) << 33
+            | u64::from(before.irqs) << 32
+            | u64::from(before.command) << 16
+            | u64::from(pdev.command());
+        if let Some(i) = slot_index(&self.reset_keys, &Location::of(pdev)) {
+            self.resets[i].store(value, Relaxed);
         }
-    );
-    held
+    }
+
+    /// Corrupts `ser`, just written by preserve, if a corruption is armed, and disarms it.
+    /// Returns whether the next kernel must get a bad handle for it ([`BAD_HANDLE`]).
+    pub(crate) fn corrupt(&self, ser: &mut Ser) -> bool {
+        let c = Corruption::from_index(self.armed.xchg(0, Relaxed));
+        match c {
+            Corruption::None => return false,
+            Corruption::Magic => ser.ext.magic = !ser.ext.magic,
+            Corruption::Version => ser.ext.version = ser.ext.version.wrapping_add(100),
+            Corruption::Length => ser.ext.length = 8,
+            Corruption::Identity => ser.ext.id.device = !ser.ext.id.device,
+            // Bus 0xff: no device of this machine is there.
+            Corruption::Bdf => ser.core.bdf |= 0xff00,
+            Corruption::Upstream => ser.ext = Default::default(),
+            Corruption::Handle => (),
+        }
+        pr_info!(
+            "{}: live update: fault injection: preserved blob corrupted: {}\n",
+            abi::decode_location(ser),
+            c.name()
+        );
+        c == Corruption::Handle
+    }
 }
 
-/// Records a reset of `pdev` by this module: its command register `before` the reset, now (after
-/// it), and whether interrupts were enabled.
-pub(crate) fn record_reset(pdev: &pci::Device, before: u16, irqs: bool) {
-    let seq = RESET_SEQ.fetch_add(1, Relaxed).wrapping_add(1);
-    let value = u64::from(seq) << 33
-        | u64::from(irqs) << 32
-        | u64::from(before) << 16
-        | u64::from(pdev.command());
-    if let Some(i) = slot_index(&RESET_KEYS, &Location::of(pdev)) {
-        RESETS[i].store(value, Relaxed);
-    }
+/// What [`Faults::record_reset`] records of a device when its reset begins: its command
+/// register, and whether MSI or MSI-X is enabled on it (the PCI core's own state of the
+/// function).
+pub(crate) struct Snapshot {
+    command: u16,
+    irqs: bool,
 }
 
 /// The slot of `loc` in `slots`, taken for it if it has none; [`None`] if all are taken.
@@ -332,8 +396,9 @@ fn slot_index(slots: &[Atomic<u64>; SLOTS], loc: &Location) -> Option<usize> {
     })
 }
 
-fn show_resets(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    for (key, value) in RESET_KEYS.iter().zip(&RESETS) {
+fn show_resets(shared: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let faults = &shared.faults;
+    for (key, value) in faults.reset_keys.iter().zip(&faults.resets) {
         let (k, v) = (key.load(Relaxed), value.load(Relaxed));
         if k & SLOT_USED != 0 && v != 0 {
             write_bdf(f, &loc_of(k & KEY_MASK))?;
@@ -350,8 +415,9 @@ fn show_resets(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
-fn show(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    writeln!(f, "{}", Corruption::from_index(ARMED.load(Relaxed)).name())
+fn show(shared: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let armed = shared.faults.armed.load(Relaxed);
+    writeln!(f, "{}", Corruption::from_index(armed).name())
 }
 
 /// Reads what userspace wrote to a knob, at most `N` bytes, as trimmed text.
@@ -367,38 +433,16 @@ fn read_text<'a, const N: usize>(
     Ok(core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?.trim())
 }
 
-fn store(_: &(), reader: &mut UserSliceReader) -> Result {
+fn store(shared: &Arc<Shared>, reader: &mut UserSliceReader) -> Result {
     let mut buf = [0u8; 16];
     let s = read_text(reader, &mut buf)?;
     let (c, _) = NAMES.iter().find(|(_, name)| *name == s).ok_or(EINVAL)?;
-    ARMED.store(c.index(), Relaxed);
+    shared.faults.armed.store(c.index(), Relaxed);
     pr_info!(
         "live update: fault injection: the next preserve corrupts its blob: {}\n",
         c.name()
     );
     Ok(())
-}
-
-/// Corrupts `ser`, just written by preserve, if a corruption is armed, and disarms it.
-pub(crate) fn corrupt(ser: &mut Ser) -> bool {
-    let c = Corruption::from_index(ARMED.xchg(0, Relaxed));
-    match c {
-        Corruption::None => return false,
-        Corruption::Magic => ser.ext.magic = !ser.ext.magic,
-        Corruption::Version => ser.ext.version = ser.ext.version.wrapping_add(100),
-        Corruption::Length => ser.ext.length = 8,
-        Corruption::Identity => ser.ext.id.device = !ser.ext.id.device,
-        // Bus 0xff: no device of this machine is there.
-        Corruption::Bdf => ser.core.bdf |= 0xff00,
-        Corruption::Upstream => ser.ext = Default::default(),
-        Corruption::Handle => (),
-    }
-    pr_info!(
-        "{}: live update: fault injection: preserved blob corrupted: {}\n",
-        abi::decode_location(ser),
-        c.name()
-    );
-    c == Corruption::Handle
 }
 
 /// The handle handed over in place of a blob's by the `handle` corruption: 1 PiB, beyond the

@@ -9,7 +9,7 @@
 //! In parallel mode (the default) a freeze still does synchronously everything that can refuse
 //! the kexec (interrupts, power state, locks) and stops the device's DMA, then queues the reset on
 //! the module's own unbound workqueue, where the resets of all devices run at the same time. The
-//! reboot notifier of the module waits for all of them, [`WAIT_ALL_MS`] at most ([`wait_all`]).
+//! reboot notifier of the module waits for all of them, [`WAIT_ALL_MS`] at most ([`Resets::wait_all`]).
 //! A reset cannot refuse the kexec any more: its outcome goes into the list of preserved devices
 //! (KHO memory, writable until the jump), and the next kernel resets at retrieve a device whose
 //! reset is not recorded as done. In serial mode (module parameter `serial_reset`) the freeze
@@ -23,23 +23,27 @@
 //! last freeze and before anything else touches the devices, and LUO has no callback of its own
 //! after the freeze loop. A kexec that LUO cancels after some freezes (a later file refused)
 //! never gets there: LUO calls unfreeze for the files already frozen, and unfreeze waits for its
-//! device's reset ([`unfrozen`]).
+//! device's reset ([`Resets::unfrozen`]).
 
-use crate::abi::{Location, ResetRecord};
+use crate::{
+    abi::{Location, ResetRecord},
+    devices::DeviceList,
+    fault::Faults,
+    trace::{self, ResetBy},
+    vfio,
+};
 use kernel::{
     device,
     fs::File,
-    impl_has_work, new_work,
-    pci::{self, ResetLock},
+    impl_has_work, new_mutex, new_work,
     prelude::*,
     reboot,
     sync::{
         aref::ARef,
         atomic::{Acquire, Atomic, Relaxed, Release},
-        global_lock, Arc, Completion,
+        Arc, Completion, Mutex,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
-    vfio,
     workqueue::{OwnedQueue, Work, WorkItem},
 };
 
@@ -49,6 +53,8 @@ use kernel::{
 /// hold them in turn (about 100 ms each), or a newcomer does.
 const LOCK_ATTEMPTS: i64 = 300;
 const LOCK_RETRY_MS: i64 = 10;
+/// How long [`retry_locked`] tries, in all.
+pub(crate) const LOCK_WAIT_MS: i64 = LOCK_ATTEMPTS * LOCK_RETRY_MS;
 
 /// How long the reboot notifier waits for the queued resets before it lets the kexec go on. A
 /// reset that has not finished by then is recorded as not done, and the new kernel resets the
@@ -96,58 +102,48 @@ pub(crate) enum Fault {
     Locked,
 }
 
-/// A reset fault armed by the tests for the device at `loc`, which it disarms.
-#[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-pub(crate) fn injected(loc: &Location) -> Option<Fault> {
-    crate::fault::take_reset_fault(loc)
-}
-
-/// A reset fault armed by the tests: none without fault injection.
-#[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
-pub(crate) fn injected(_loc: &Location) -> Option<Fault> {
-    None
-}
-
-/// Resets a locked function whose DMA is already off, then writes back its configuration as it
-/// was just before the reset, bus mastering off, and logs the outcome with the time the reset
-/// took. `set` is the held lock of the device's VFIO device set. `fail` is a fault injected by the
-/// tests: the reset is not done and fails with `EIO`.
-pub(crate) fn reset_locked(
-    set: &vfio::PciCoreGuard<'_>,
-    pdev: &pci::Device,
-    lock: &ResetLock<'_>,
+/// Resets the device of `core` under vfio-pci's locks ([`vfio::PciDevice::reset`]: bus mastering
+/// off, the configuration as it was just before the reset written back), trying the locks for
+/// [`LOCK_ATTEMPTS`] times [`LOCK_RETRY_MS`] ms, and logs the outcome with the time the reset
+/// took. Fails with [`EAGAIN`] if the locks stayed taken, or with the error of the reset. `fault`
+/// is the reset fault that the tests armed for the device ([`Faults::take_reset_fault`]), and
+/// `faults` records the reset for them.
+pub(crate) fn reset(
+    core: &vfio::PciDevice,
     when: When,
-    fail: bool,
+    fault: Option<Fault>,
+    faults: &Faults,
 ) -> Result {
+    let pdev = core.pci();
     let dev: &device::Device = pdev.as_ref();
+    // A test holding the device's locks past the give-up, as another task might.
+    let _held = (fault == Some(Fault::Locked))
+        .then(|| Faults::hold_reset_lock(pdev))
+        .flatten();
     let start = Instant::<Monotonic>::now();
-    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    let before = pdev.command();
-    // The state to restore is the user's as it is now, with bus mastering off: the state last
-    // saved may be older, saved with bus mastering on (by VFIO_DEVICE_RESET, for instance), and
-    // restoring it would let the device do DMA again until the kexec.
-    pdev.set_bus_master(false);
-    lock.save_state();
-    let res = if fail {
+    let before = faults.snapshot(pdev);
+    let res = if fault == Some(Fault::Error) {
         dev_err!(dev, "live update: fault injection: the reset fails\n");
         Err(EIO)
     } else {
-        let res = lock.reset_function();
-        lock.restore_state();
-        res
+        retry_locked(|| core.reset())
     };
-    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-    crate::fault::record_reset(pdev, before, set.irq_mode() != vfio::IrqMode::None);
-    #[cfg(not(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT))]
-    let _ = set;
+    faults.record_reset(pdev, before);
     let us = start.elapsed().as_micros_ceil();
-    let (mode, waited) = match when {
-        When::Parallel(q) => ("parallel", (start - q).as_micros_ceil()),
-        When::Serial => ("serial", 0),
-        When::Retrieve => ("at retrieve", 0),
+    let (mode, by, waited) = match when {
+        When::Parallel(q) => ("parallel", ResetBy::Parallel, (start - q).as_micros_ceil()),
+        When::Serial => ("serial", ResetBy::Serial, 0),
+        When::Retrieve => ("at retrieve", ResetBy::Retrieve, 0),
     };
+    trace::reset(
+        &Location::of(pdev),
+        by,
+        us.unsigned_abs(),
+        waited.unsigned_abs(),
+        &res,
+    );
     match res {
-        Ok(()) => dev_info!(
+        Ok(()) => dev_dbg!(
             dev,
             "live update: reset done in {} us ({}, began {} us after it was queued), config restored, bus mastering off\n",
             us,
@@ -156,13 +152,32 @@ pub(crate) fn reset_locked(
         ),
         Err(e) => dev_err!(
             dev,
-            "live update: reset failed after {} us ({}): {:?}\n",
+            "live update: reset failed after {} us ({}): {}\n",
             us,
             mode,
-            e
+            describe_failure(e)
         ),
     }
     res
+}
+
+/// What a failure of [`reset`] means, for a log line.
+pub(crate) fn describe_failure(e: Error) -> impl kernel::fmt::Display {
+    struct Why(Error);
+    impl kernel::fmt::Display for Why {
+        fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+            if self.0 == EAGAIN {
+                write!(
+                    f,
+                    "the device, its upstream bridge or its VFIO device set stayed locked by someone else for {} ms",
+                    LOCK_ATTEMPTS * LOCK_RETRY_MS
+                )
+            } else {
+                write!(f, "the reset did not work ({:?})", self.0)
+            }
+        }
+    }
+    Why(e)
 }
 
 /// A reset queued by a freeze in parallel mode.
@@ -183,60 +198,43 @@ struct Job {
     finished: Atomic<bool>,
     /// When the freeze queued it.
     queued: Instant<Monotonic>,
+    /// The reset fault that the tests armed for the device.
+    fault: Option<Fault>,
+    /// Where the tests see the reset.
+    faults: Arc<Faults>,
 }
 
 impl_has_work! {
     impl HasWork<Self> for Job { self.work }
 }
 
-/// Calls `f` until it gives something, [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`] apart.
-pub(crate) fn retry<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `f` while it fails with [`EAGAIN`], [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`]
+/// apart.
+pub(crate) fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
     for attempt in 1..=LOCK_ATTEMPTS {
-        if let Some(v) = f() {
-            return Some(v);
+        match f() {
+            Err(e) if e == EAGAIN => {}
+            res => return res,
         }
         if attempt < LOCK_ATTEMPTS {
             fsleep(Delta::from_millis(LOCK_RETRY_MS));
         }
     }
-    None
+    Err(EAGAIN)
 }
 
 impl Job {
     fn run_reset(&self) -> Result {
-        let core = vfio::Device::from_cdev_file(&self.file)
-            .and_then(|d| d.as_vfio_pci())
-            .ok_or(ENODEV)?;
-        let pdev = core.pci();
-        let fault = injected(&self.location);
-        // A test holding the device's locks past the give-up below, as another task might.
-        #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
-        let _held = (fault == Some(Fault::Locked))
-            .then(|| crate::fault::hold_reset_lock(pdev))
-            .flatten();
-        let Some(set) = retry(|| core.try_lock()) else {
-            dev_err!(
-                pdev.as_ref(),
-                "live update: reset not done: the VFIO device set stayed locked by someone else for {} ms\n",
-                LOCK_ATTEMPTS * LOCK_RETRY_MS
-            );
-            return Err(EBUSY);
-        };
-        let Some(lock) = retry(|| pdev.try_lock_for_reset()) else {
-            dev_err!(
-                pdev.as_ref(),
-                "live update: reset not done: the device or its upstream bridge stayed locked by someone else for {} ms\n",
-                LOCK_ATTEMPTS * LOCK_RETRY_MS
-            );
-            return Err(EBUSY);
-        };
-        reset_locked(
-            &set,
-            pdev,
-            &lock,
-            When::Parallel(self.queued),
-            fault == Some(Fault::Error),
-        )
+        let core = vfio::PciDevice::from_file(&self.file).ok_or(ENODEV)?;
+        reset(core, When::Parallel(self.queued), self.fault, &self.faults)
+    }
+
+    /// The outcome of the reset, once `finished` is set.
+    fn outcome(&self) -> Result {
+        match self.result.load(Relaxed) {
+            0 => Ok(()),
+            e => Err(Error::from_errno(e)),
+        }
     }
 }
 
@@ -245,15 +243,6 @@ impl WorkItem for Job {
 
     fn run(this: Arc<Job>) {
         let res = this.run_reset();
-        // Recorded for the next kernel before anyone is told: the kexec may follow at once.
-        crate::incoming::reset_outcome(
-            &this.location,
-            if res.is_ok() {
-                ResetRecord::Done
-            } else {
-                ResetRecord::Failed
-            },
-        );
         this.result
             .store(res.err().map_or(0, |e| e.to_errno()), Relaxed);
         this.finished.store(true, Release);
@@ -261,11 +250,12 @@ impl WorkItem for Job {
     }
 }
 
+/// A reset queued by a freeze in parallel mode, kept with its preserved file's state until the
+/// kexec, or the unfreeze that waits for it.
+pub(crate) struct Queued(Arc<Job>);
+
 /// The freezes of the current kexec attempt.
 struct Pending {
-    /// Where the resets run; the module's own, so that none of them runs after the module is
-    /// unloaded ([`exit`] destroys it, which waits for them).
-    queue: Option<OwnedQueue>,
     /// The resets queued by them (parallel mode).
     jobs: KVec<Arc<Job>>,
     /// When the first successful freeze began.
@@ -274,144 +264,163 @@ struct Pending {
     frozen: usize,
 }
 
-global_lock! {
-    // SAFETY: `init()` initialises it in the module initializer, before any file is preserved.
-    unsafe(uninit) static PENDING: Mutex<Pending> = Pending {
-        queue: None,
-        jobs: KVec::new(),
-        first_freeze: None,
-        frozen: 0,
-    };
+/// The resets of the freezes, and the workqueue they run on.
+#[pin_data]
+pub(crate) struct Resets {
+    /// Where the resets run; the module's own, so that none of them runs after the module is
+    /// unloaded ([`Resets::exit`] destroys it, which waits for them).
+    #[pin]
+    queue: Mutex<Option<OwnedQueue>>,
+    #[pin]
+    pending: Mutex<Pending>,
+    /// Serial or parallel, for this load of the module.
+    mode: Mode,
 }
 
-/// Initialises the state of this module.
-///
-/// # Safety
-///
-/// Called once, from the module initializer, before any other function of this module.
-pub(crate) unsafe fn init() {
-    // SAFETY: By the safety requirements, this is the only call; a module's statics are new at
-    // every load.
-    unsafe { PENDING.init() };
-}
-
-/// Allocates the workqueue of the resets, when the module loads.
-pub(crate) fn alloc_queue() -> Result {
-    PENDING.lock().queue = Some(OwnedQueue::new_unbound(c"vfio_pci_lu_reset")?);
-    Ok(())
-}
-
-/// Destroys the workqueue when the module is unloaded, after waiting for any reset still running
-/// on it (the end of one that an unfreeze already waited for), and frees what the state holds: a
-/// module's statics are not dropped.
-pub(crate) fn exit() {
-    let (queue, jobs) = {
-        let mut pending = PENDING.lock();
-        (pending.queue.take(), core::mem::take(&mut pending.jobs))
-    };
-    drop(queue);
-    drop(jobs);
-}
-
-/// Queues the reset of the device of `file` at `location`, whose freeze did the checks and
-/// stopped its DMA.
-pub(crate) fn start(file: &File, location: Location) -> Result {
-    let job = Arc::pin_init(
-        pin_init!(Job {
-            file: file.into(),
-            location,
-            work <- new_work!("vfio_pci_liveupdate::reset"),
-            done <- Completion::new(),
-            result: Atomic::new(0),
-            finished: Atomic::new(false),
-            queued: Instant::now(),
-        }),
-        GFP_KERNEL,
-    )?;
-    let mut pending = PENDING.lock();
-    let pending = &mut *pending;
-    let queue = pending.queue.as_ref().ok_or(ENODEV)?;
-    // Tracked before it runs: a freeze that fails here must not leave a reset running.
-    pending.jobs.push(job.clone(), GFP_KERNEL)?;
-    // A new job is in no queue yet, so it is queued now.
-    let _ = queue.enqueue(job);
-    Ok(())
-}
-
-/// Counts a successful freeze, which began at `began`.
-pub(crate) fn frozen(began: Instant<Monotonic>) {
-    let mut pending = PENDING.lock();
-    pending.first_freeze.get_or_insert(began);
-    pending.frozen += 1;
-}
-
-/// The kexec was cancelled after the freeze of `file`: waits for its queued reset, if any, and
-/// forgets the freeze. Returns the reset's outcome in parallel mode.
-pub(crate) fn unfrozen(file: &File) -> Option<Result> {
-    let job = {
-        let mut pending = PENDING.lock();
-        pending.frozen = pending.frozen.saturating_sub(1);
-        if pending.frozen == 0 {
-            pending.first_freeze = None;
-        }
-        let idx = pending
-            .jobs
-            .iter()
-            .position(|j| core::ptr::eq(j.file.as_ptr(), file.as_ptr()))?;
-        pending.jobs.remove(idx).ok()?
-    };
-    job.done.wait_for_completion();
-    Some(match job.result.load(Relaxed) {
-        0 => Ok(()),
-        e => Err(Error::from_errno(e)),
-    })
-}
-
-/// Waits for every queued reset, [`WAIT_ALL_MS`] at most, and logs how long the freeze of all
-/// devices took: from the beginning of the first freeze to the end of the last reset. A reset
-/// that did not finish in time is logged with its device and left recorded as not done.
-pub(crate) fn wait_all() {
-    let (jobs, first, frozen) = {
-        let mut pending = PENDING.lock();
-        let first = pending.first_freeze.take();
-        let frozen = core::mem::replace(&mut pending.frozen, 0);
-        (core::mem::take(&mut pending.jobs), first, frozen)
-    };
-    let Some(first) = first else {
-        return;
-    };
-    let waiting = Instant::<Monotonic>::now();
-    let mut failed = 0;
-    for job in &jobs {
-        while !job.finished.load(Acquire) && waiting.elapsed().as_millis() < WAIT_ALL_MS {
-            fsleep(Delta::from_micros(WAIT_POLL_US));
-        }
-        if !job.finished.load(Acquire) {
-            failed += 1;
-            pr_err!(
-                "{}: live update: reset not finished {} ms after the freezes; the kexec goes on and the next kernel resets the device at retrieve\n",
-                job.location,
-                WAIT_ALL_MS
-            );
-        } else if job.result.load(Relaxed) != 0 {
-            failed += 1;
-        }
+impl Resets {
+    pub(crate) fn new(mode: Mode) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            queue <- new_mutex!(Some(OwnedQueue::new_unbound(c"vfio_pci_lu_reset")?)),
+            pending <- new_mutex!(Pending {
+                jobs: KVec::new(),
+                first_freeze: None,
+                frozen: 0,
+            }),
+            mode,
+        })
     }
-    pr_info!(
-        "live update: freeze of {} device(s) took {} us from the first freeze to the last reset done ({} resets, {} failed or unfinished)\n",
-        frozen,
-        first.elapsed().as_micros_ceil(),
-        crate::reset_mode().name(),
-        failed
-    );
+
+    /// How the freezes reset their devices.
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Destroys the workqueue when the module is unloaded, after waiting for any reset still
+    /// running on it (the end of one that an unfreeze already waited for).
+    pub(crate) fn exit(&self) {
+        let queue = self.queue.lock().take();
+        drop(queue);
+        drop(core::mem::take(&mut self.pending.lock().jobs));
+    }
+
+    /// Queues the reset of the device of `file` at `location`, whose freeze did the checks and
+    /// stopped its DMA; `fault` is the reset fault the tests armed for it.
+    pub(crate) fn start(
+        &self,
+        file: &File,
+        location: Location,
+        fault: Option<Fault>,
+        faults: &Arc<Faults>,
+    ) -> Result<Queued> {
+        let job = Arc::pin_init(
+            pin_init!(Job {
+                file: file.into(),
+                location,
+                work <- new_work!("vfio_pci_liveupdate::reset"),
+                done <- Completion::new(),
+                result: Atomic::new(0),
+                finished: Atomic::new(false),
+                queued: Instant::now(),
+                fault,
+                faults: faults.clone(),
+            }),
+            GFP_KERNEL,
+        )?;
+        let queue = self.queue.lock();
+        let queue = queue.as_ref().ok_or(ENODEV)?;
+        // Tracked before it runs: a freeze that fails here must not leave a reset running.
+        self.pending.lock().jobs.push(job.clone(), GFP_KERNEL)?;
+        // A new job is in no queue yet, so it is queued now.
+        let _ = queue.enqueue(job.clone());
+        Ok(Queued(job))
+    }
+
+    /// Counts a successful freeze, which began at `began`.
+    pub(crate) fn frozen(&self, began: Instant<Monotonic>) {
+        let mut pending = self.pending.lock();
+        pending.first_freeze.get_or_insert(began);
+        pending.frozen += 1;
+    }
+
+    /// The kexec was cancelled after a freeze: waits for its queued reset, if any, and forgets
+    /// the freeze. Returns the reset's outcome in parallel mode.
+    pub(crate) fn unfrozen(&self, queued: Option<Queued>) -> Option<Result> {
+        {
+            let mut pending = self.pending.lock();
+            pending.frozen = pending.frozen.saturating_sub(1);
+            if pending.frozen == 0 {
+                pending.first_freeze = None;
+            }
+            if let Some(Queued(job)) = &queued {
+                pending.jobs.retain(|j| !Arc::ptr_eq(j, job));
+            }
+        }
+        let Queued(job) = queued?;
+        job.done.wait_for_completion();
+        Some(job.outcome())
+    }
+
+    /// Waits for every queued reset, [`WAIT_ALL_MS`] at most, records their outcomes in the
+    /// list of preserved devices for the next kernel, and logs how long the freeze of all devices
+    /// took: from the beginning of the first freeze to the end of the last reset. A reset that
+    /// did not finish in time is logged with its device and left recorded as not done.
+    pub(crate) fn wait_all(&self, devices: &DeviceList) {
+        let (jobs, first, frozen) = {
+            let mut pending = self.pending.lock();
+            let first = pending.first_freeze.take();
+            let frozen = core::mem::replace(&mut pending.frozen, 0);
+            (core::mem::take(&mut pending.jobs), first, frozen)
+        };
+        let Some(first) = first else {
+            return;
+        };
+        let waiting = Instant::<Monotonic>::now();
+        let mut failed = 0;
+        for job in &jobs {
+            while !job.finished.load(Acquire) && waiting.elapsed().as_millis() < WAIT_ALL_MS {
+                fsleep(Delta::from_micros(WAIT_POLL_US));
+            }
+            if !job.finished.load(Acquire) {
+                failed += 1;
+                pr_err!(
+                    "{}: live update: reset not finished {} ms after the freezes; the kexec goes on and the next kernel resets the device at retrieve\n",
+                    job.location,
+                    WAIT_ALL_MS
+                );
+                continue;
+            }
+            let outcome = if job.outcome().is_ok() {
+                ResetRecord::Done
+            } else {
+                failed += 1;
+                ResetRecord::Failed
+            };
+            // KHO memory stays writable until the jump.
+            devices.reset_outcome(&job.location, outcome);
+        }
+        let us = first.elapsed().as_micros_ceil();
+        trace::freeze_all(
+            u32::try_from(frozen).unwrap_or(u32::MAX),
+            self.mode == Mode::Serial,
+            us.unsigned_abs(),
+            failed,
+        );
+        pr_debug!(
+            "live update: freeze of {} device(s) took {} us from the first freeze to the last reset done ({} resets, {} failed or unfinished)\n",
+            frozen,
+            us,
+            self.mode.name(),
+            failed
+        );
+    }
 }
 
 /// The module's reboot notifier: the last point before the kexec at which resets can be waited
 /// for (see the module documentation).
-pub(crate) struct ResetWaiter;
+pub(crate) struct Waiter(pub(crate) Arc<crate::Shared>);
 
-impl reboot::Handler for ResetWaiter {
-    fn notify(_action: reboot::Action) {
-        wait_all();
+impl reboot::Handler for Waiter {
+    fn notify(&self, _action: reboot::Action) {
+        self.0.resets.wait_all(&self.0.devices);
     }
 }

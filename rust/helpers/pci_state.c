@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
 #include <linux/pci.h>
-#include <linux/pm_runtime.h>
 
 __rust_helper int rust_helper_pci_domain_nr(struct pci_bus *bus)
 {
@@ -11,14 +10,4 @@ __rust_helper int rust_helper_pci_domain_nr(struct pci_bus *bus)
 __rust_helper struct pci_dev *rust_helper_pci_upstream_bridge(struct pci_dev *dev)
 {
 	return pci_upstream_bridge(dev);
-}
-
-__rust_helper int rust_helper_pm_runtime_resume_and_get(struct device *dev)
-{
-	return pm_runtime_resume_and_get(dev);
-}
-
-__rust_helper void rust_helper_pm_runtime_put(struct device *dev)
-{
-	pm_runtime_put(dev);
 }

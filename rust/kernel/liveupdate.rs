@@ -27,7 +27,7 @@ use crate::{
     sync::{aref::ARef, Arc, Mutex},
     types::{ForeignOwnable, Opaque},
 };
-use core::marker::PhantomData;
+use core::{marker::PhantomData, mem::ManuallyDrop};
 
 /// Whether LUO is enabled on this boot (`liveupdate=on`).
 pub fn is_enabled() -> bool {
@@ -61,7 +61,7 @@ impl RetrieveStatus {
 /// Every callback runs in process context and may sleep. LUO serialises the callbacks of one
 /// file; callbacks of different files may run concurrently.
 #[vtable]
-pub trait FileHandler: Sized + 'static {
+pub trait FileHandler: Sized + Send + Sync + 'static {
     /// The compatible string that names this handler's ABI in both kernels; it must be shorter
     /// than `LIVEUPDATE_HNDL_COMPAT_LENGTH`. Change it whenever [`Self::Data`] changes
     /// incompatibly.
@@ -75,18 +75,28 @@ pub trait FileHandler: Sized + 'static {
 
     /// Whether this handler takes `file`. LUO asks every handler about every file given to
     /// `LIVEUPDATE_SESSION_PRESERVE_FD`, so this must be cheap and must not sleep.
-    fn can_preserve(file: &File) -> bool;
+    fn can_preserve(&self, file: &File) -> bool;
+
+    /// What `file` gives access to, as an identifier that LUO keeps for every file it holds: LUO
+    /// refuses to preserve a file whose identifier another file it holds has ([`EBUSY`], in any
+    /// session, before [`Self::preserve`] is called), and a retrieved file holds its identifier
+    /// until it is finished. Asked only of files that [`Self::can_preserve`] took or
+    /// [`Self::retrieve`] made, and must not change while LUO holds the file. Without it, each
+    /// file is its own identifier. LUO does not say which handler it asks, so this has no `self`.
+    fn get_id(_file: &File) -> usize {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// Preserves `file`: fills `data` (zeroed) and returns the file's runtime state.
-    fn preserve(file: &File, data: &mut Self::Data) -> Result<Self::State>;
+    fn preserve(&self, file: &File, data: &mut Self::Data) -> Result<Self::State>;
 
     /// The file is no longer preserved (its session was closed before the kexec). `state` is
     /// dropped after this; the blob is unpreserved and freed.
-    fn unpreserve(_file: &File, _state: &Self::State, _data: &Self::Data) {}
+    fn unpreserve(&self, _file: &File, _state: &Self::State, _data: &Self::Data) {}
 
     /// Last step before the kexec, inside `reboot(LINUX_REBOOT_CMD_KEXEC)`. An error cancels the
     /// kexec: LUO then unfreezes the files already frozen, and the reboot call returns the error.
-    fn freeze(_file: &File, _state: &Self::State, _data: &mut Self::Data) -> Result {
+    fn freeze(&self, _file: &File, _state: &mut Self::State, _data: &mut Self::Data) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -96,12 +106,12 @@ pub trait FileHandler: Sized + 'static {
     /// name preserved memory makes the next kernel's retrieve of the file fail with [`EINVAL`];
     /// the blob itself stays preserved and is never restored, so its memory is lost to that
     /// boot. Drivers implement this only in builds with fault injection.
-    fn handover_fault(_file: &File, _state: &Self::State) -> Option<u64> {
+    fn handover_fault(&self, _file: &File, _state: &Self::State) -> Option<u64> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// The kexec was cancelled after [`Self::freeze`] succeeded for this file: undo it.
-    fn unfreeze(_file: &File, _state: &Self::State, _data: &Self::Data) {
+    fn unfreeze(&self, _file: &File, _state: &mut Self::State, _data: &Self::Data) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -112,16 +122,21 @@ pub trait FileHandler: Sized + 'static {
     /// that the handed-over handle names preserved memory. When it does not, retrieve fails with
     /// [`EINVAL`] (logged with the handle) before this is called, [`Self::can_finish`] is not
     /// asked about the file and [`Self::finish`] is not called for it.
-    fn retrieve(data: &Self::Data) -> Result<ARef<File>>;
+    fn retrieve(&self, data: &Self::Data) -> Result<ARef<File>>;
 
     /// Whether the session may finish as far as this file is concerned. `file` is the retrieved
     /// file, if any.
-    fn can_finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) -> bool {
+    fn can_finish(
+        &self,
+        _file: Option<&File>,
+        _data: &Self::Data,
+        _status: RetrieveStatus,
+    ) -> bool {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// The session finishes; the blob is freed after this returns.
-    fn finish(_file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) {}
+    fn finish(&self, _file: Option<&File>, _data: &Self::Data, _status: RetrieveStatus) {}
 }
 
 /// Per-file state of the outgoing kernel, kept by LUO as the file's `private_data`.
@@ -154,19 +169,37 @@ impl<H: FileHandler> VTable<H> {
             None
         },
         finish: Some(Self::finish),
-        get_id: None,
+        get_id: if H::HAS_GET_ID {
+            Some(Self::get_id)
+        } else {
+            None
+        },
         owner: this_module::<H::OwnerModule>().as_ptr(),
     };
 
     /// # Safety
     ///
-    /// `file` is a valid file that LUO holds a reference on for the duration of the call.
+    /// `fh` is the handler of a registered `Registration<H>`; `file` is a valid file that LUO
+    /// holds a reference on for the duration of the call.
     unsafe extern "C" fn can_preserve(
-        _fh: *mut bindings::liveupdate_file_handler,
+        fh: *mut bindings::liveupdate_file_handler,
         file: *mut bindings::file,
     ) -> bool {
+        // SAFETY: LUO asks only registered handlers, under its registration lock.
+        let reg = unsafe { Self::registration(fh) };
         // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
-        H::can_preserve(unsafe { File::from_raw_file(file) })
+        reg.handler
+            .can_preserve(unsafe { File::from_raw_file(file) })
+    }
+
+    /// # Safety
+    ///
+    /// `file` is a valid file that LUO holds a reference on for the duration of the call.
+    unsafe extern "C" fn get_id(file: *mut bindings::file) -> c_ulong {
+        // SAFETY: By the safety requirements, `file` is valid for the duration of the call.
+        let id = H::get_id(unsafe { File::from_raw_file(file) });
+        // CAST: `unsigned long` is as wide as a pointer, as `usize` is, in the kernel.
+        id as c_ulong
     }
 
     /// # Safety
@@ -175,13 +208,16 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid and exclusively ours.
         let args = unsafe { &mut *args };
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         from_result(|| {
             let mut data = kho::Preserved::<H::Data>::new()?;
             // Allocated first: LUO does not call `unpreserve` for a file whose preserve failed.
             let slot = KBox::<Outgoing<H>>::new_uninit(GFP_KERNEL)?;
-            let state = H::preserve(file, &mut data)?;
+            let state = reg.handler.preserve(file, &mut data)?;
             let handle = data.handle();
             let out = slot.write(Outgoing::<H> { data, state });
             args.serialized_data = handle.as_raw();
@@ -197,13 +233,16 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve`, and ownership comes
         // back to us here, once.
         let out = unsafe { KBox::<Outgoing<H>>::from_foreign(args.private_data) };
         args.private_data = core::ptr::null_mut();
-        H::unpreserve(file, &out.state, &out.data);
+        reg.handler.unpreserve(file, &out.state, &out.data);
         // Dropping `out` drops the state and unpreserves and frees the blob.
     }
 
@@ -214,18 +253,21 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn freeze(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve`; LUO holds the file's
         // mutex, so nothing else borrows it during the call.
         let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
         from_result(|| {
-            H::freeze(file, &out.state, &mut out.data)?;
+            reg.handler.freeze(file, &mut out.state, &mut out.data)?;
             // LUO keeps what a successful freeze leaves here, also across an unfreeze: set it
             // every time, so that a fault injected in one freeze does not outlive it.
             args.serialized_data = out.data.handle().as_raw();
             if H::HAS_HANDOVER_FAULT {
-                if let Some(raw) = H::handover_fault(file, &out.state) {
+                if let Some(raw) = reg.handler.handover_fault(file, &out.state) {
                     args.serialized_data = raw;
                 }
             }
@@ -239,28 +281,32 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn unfreeze(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
+        let reg = unsafe { Self::registration(args.handler) };
         // SAFETY: By the safety requirements, `args.file` is valid for the duration of the call.
         let file = unsafe { File::from_raw_file(args.file) };
         // SAFETY: `private_data` came from `into_foreign` in `preserve` and is not freed before
-        // `unpreserve`.
-        let out = unsafe { KBox::<Outgoing<H>>::borrow(args.private_data) };
-        H::unfreeze(file, &out.state, &out.data);
+        // `unpreserve`; LUO serialises the callbacks of one file, so nothing else borrows it
+        // during the call.
+        let out = unsafe { KBox::<Outgoing<H>>::borrow_mut(args.private_data) };
+        reg.handler.unfreeze(file, &mut out.state, &out.data);
     }
 
     /// The handler's registration, from the handler pointer LUO passes to every callback.
     ///
     /// # Safety
     ///
-    /// `fh` is the `inner` field of a registered `Registration<H>`, which stays registered (and in
-    /// place) for `'a`.
-    unsafe fn registration<'a>(fh: *mut bindings::liveupdate_file_handler) -> &'a Registration<H> {
-        // SAFETY: By the safety requirements, `fh` is the `inner` field of a `Registration<H>`,
-        // which lives for `'a`; `Opaque<T>` is transparent over `T`.
+    /// `fh` is the `fh` field of the [`Inner`] of a `Registration<H>`, which stays allocated for
+    /// `'a`: it is registered, or LUO holds a file of it (see [`Registration`]).
+    unsafe fn registration<'a>(fh: *mut bindings::liveupdate_file_handler) -> &'a Inner<H> {
+        // SAFETY: By the safety requirements, `fh` is the `fh` field of an `Inner<H>`, which
+        // lives for `'a`; `Opaque<T>` is transparent over `T`.
         unsafe {
             &*crate::container_of!(
                 fh.cast::<Opaque<bindings::liveupdate_file_handler>>(),
-                Registration<H>,
-                inner
+                Inner<H>,
+                fh
             )
         }
     }
@@ -271,11 +317,12 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &mut *args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         from_result(|| {
             let data = reg.incoming_data(args.serialized_data)?;
-            let file = H::retrieve(&data)?;
+            let file = reg.handler.retrieve(&data)?;
             // LUO takes over the reference.
             args.file = ARef::into_raw(file).as_ptr().cast();
             Ok(0)
@@ -288,7 +335,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         // Without usable preserved data the file cannot be retrieved: nothing to wait for.
         let Ok(data) = reg.incoming_data(args.serialized_data) else {
@@ -296,7 +344,8 @@ impl<H: FileHandler> VTable<H> {
         };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        H::can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
+        reg.handler
+            .can_finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status))
     }
 
     /// # Safety
@@ -306,7 +355,8 @@ impl<H: FileHandler> VTable<H> {
     unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: By the safety requirements, `args` is valid.
         let args = unsafe { &*args };
-        // SAFETY: LUO calls the callbacks of a handler only while it is registered.
+        // SAFETY: `args.handler` is the handler of the file LUO holds; a `Registration` keeps it
+        // allocated while LUO holds a file of it.
         let reg = unsafe { Self::registration(args.handler) };
         let data = reg.incoming_data(args.serialized_data);
         reg.forget_incoming(args.serialized_data);
@@ -315,7 +365,8 @@ impl<H: FileHandler> VTable<H> {
         };
         // SAFETY: `file` is null or a file that LUO holds a reference on.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        H::finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
+        reg.handler
+            .finish(file, &data, RetrieveStatus::from_raw(args.retrieve_status));
         // Dropping the last reference to `data` gives the blob back to the page allocator.
     }
 }
@@ -438,16 +489,21 @@ impl<F: Flb> FlbVTable<F> {
     }
 }
 
-/// The definition of an FLB, meant to be a `static` of the module that implements [`Flb`]; link it
-/// to the module's handler with [`Registration::add_flb`].
+/// The definition of an FLB, a pinned part of the handler that uses it; link it to the
+/// handler's registration with [`Registration::add_flb`].
 ///
-/// LUO keeps the FLB's state inside it, so it must stay where it is while the module is loaded.
+/// LUO keeps the FLB's state inside it, so it must stay where it is while it is linked: a pinned
+/// field of the handler.
 ///
 /// # Invariants
 ///
-/// `inner` holds `FlbVTable::<F>::OPS` and `F::COMPATIBLE`; the rest is LUO's private state.
+/// `inner` holds `FlbVTable::<F>::OPS` and `F::COMPATIBLE`; the rest is LUO's private state. A
+/// definition is only ever made in place ([`FlbDef::new`] is an in-place initializer), so it
+/// does not move once LUO has used it.
 #[repr(transparent)]
+#[pin_data]
 pub struct FlbDef<F: Flb> {
+    #[pin]
     inner: Opaque<bindings::liveupdate_flb>,
     _f: PhantomData<F>,
 }
@@ -458,9 +514,9 @@ unsafe impl<F: Flb> Sync for FlbDef<F> {}
 unsafe impl<F: Flb> Send for FlbDef<F> {}
 
 impl<F: Flb> FlbDef<F> {
-    /// The definition, for a `static`. Fails to build if [`Flb::COMPATIBLE`] is too long.
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
+    /// The C definition: ops and compatible string, the rest zeroed. Evaluated at compile time,
+    /// so an [`Flb::COMPATIBLE`] that is too long fails the build.
+    const RAW: bindings::liveupdate_flb = {
         // SAFETY: All zeros is a valid `liveupdate_flb`: null ops and an uninitialised private
         // part, which LUO initialises on first use.
         let mut flb: bindings::liveupdate_flb = unsafe { core::mem::zeroed() };
@@ -476,11 +532,18 @@ impl<F: Flb> FlbDef<F> {
             i += 1;
         }
         flb.ops = &FlbVTable::<F>::OPS;
-        // INVARIANT: The ops and compatible string are set above.
-        Self {
-            inner: Opaque::new(flb),
+        flb
+    };
+
+    /// The definition, initialised in place: LUO keeps state inside it that must not move once
+    /// it is used.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> impl PinInit<Self> {
+        // INVARIANT: `RAW` holds the ops and the compatible string.
+        pin_init!(Self {
+            inner: Opaque::new(Self::RAW),
             _f: PhantomData,
-        }
+        })
     }
 
     fn as_raw(&self) -> *mut bindings::liveupdate_flb {
@@ -529,60 +592,107 @@ impl<F: Flb> FlbDef<F> {
 /// restored.
 type IncomingBlob<H> = (u64, Result<Arc<kho::Incoming<<H as FileHandler>::Data>>>);
 
-/// A registered LUO file handler.
+/// A registered LUO file handler, which owns the handler.
 ///
-/// Registers on creation and unregisters on drop. LUO takes a reference on the owner module for
-/// every file that uses the handler, so a module cannot be unloaded, and its registration dropped,
-/// while LUO still refers to it.
+/// Registers on creation and unregisters on drop. What LUO points to (the C handler, and through
+/// it the Rust one) lives in an allocation of its own: LUO keeps a pointer to the handler for
+/// every file it holds, preserved or incoming, and calls back through it until the file is
+/// unpreserved or finished, also after the handler is unregistered; what keeps that memory alive
+/// is the reference LUO takes on the handler's owner module for each such file. So the drop
+/// frees the allocation only when the owner module has no reference left (the module is going
+/// away, or its initialisation failed before any file was preserved); otherwise it warns and
+/// leaves the allocation to LUO.
 ///
 /// # Invariants
 ///
-/// `inner` is registered with LUO from a successful [`Registration::register`] until drop.
-#[pin_data(PinnedDrop)]
+/// `inner.fh` is registered with LUO from a successful [`Registration::register`] until drop.
 pub struct Registration<H: FileHandler> {
+    inner: ManuallyDrop<Pin<KBox<Inner<H>>>>,
+}
+
+/// What LUO points to: the C handler and the Rust one.
+///
+/// # Invariants
+///
+/// `fh` holds `VTable::<H>::OPS` and `H::COMPATIBLE`.
+#[pin_data]
+struct Inner<H: FileHandler> {
+    /// What every callback of the handler gets as `&self`.
     #[pin]
-    inner: Opaque<bindings::liveupdate_file_handler>,
+    handler: H,
     /// The blobs of incoming files, by serialized handle: restored from KHO (which checks the
     /// handle) on first use, kept until the file is finished. A failed restore is kept too, so
     /// that the memory is restored at most once.
     #[pin]
     incoming: Mutex<KVec<IncomingBlob<H>>>,
-    _h: PhantomData<H>,
+    #[pin]
+    fh: Opaque<bindings::liveupdate_file_handler>,
 }
 
-// SAFETY: LUO's registration functions may be called from any thread.
+// SAFETY: LUO's registration functions may be called from any thread, and the handler is `Send`.
 unsafe impl<H: FileHandler> Send for Registration<H> {}
-// SAFETY: `&Registration` gives access to nothing.
+// SAFETY: `&Registration` gives access to the handler, which is `Sync`, and to its incoming
+// blobs, under a lock.
 unsafe impl<H: FileHandler> Sync for Registration<H> {}
 
 impl<H: FileHandler> Registration<H> {
-    /// Registers `H` with LUO. Fails with `EOPNOTSUPP` when live update is disabled on this boot,
-    /// and with `EEXIST` when a handler with the same compatible string is registered.
-    pub fn register() -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            // Before the registration: LUO may call back as soon as the handler is registered.
-            incoming <- crate::new_mutex!(KVec::new()),
-            inner <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
-                let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
-                let compat = H::COMPATIBLE.to_bytes_with_nul();
-                if compat.len() > fh.compatible.len() {
-                    return Err(EINVAL);
-                }
-                for (dst, src) in fh.compatible.iter_mut().zip(compat) {
-                    *dst = *src as c_char;
-                }
-                fh.ops = &VTable::<H>::OPS;
-                // SAFETY: The initializer may write to `slot`.
-                unsafe { slot.write(fh) };
-                // SAFETY: `slot` holds an initialised handler with `'static` ops; it is pinned
-                // and unregistered in `drop` before its memory goes away.
-                // INVARIANT: On success the handler is registered.
-                to_result(unsafe { bindings::liveupdate_register_file_handler(slot) })
+    /// Initialises `handler` and registers it with LUO. Fails with `EOPNOTSUPP` when live update
+    /// is disabled on this boot, and with `EEXIST` when a handler with the same compatible string
+    /// is registered.
+    pub fn register(handler: impl PinInit<H, Error>) -> Result<Self> {
+        let compat = H::COMPATIBLE.to_bytes_with_nul();
+        let inner = KBox::try_pin_init(
+            try_pin_init!(Inner {
+                handler <- handler,
+                incoming <- crate::new_mutex!(KVec::new()),
+                fh <- Opaque::try_ffi_init(|slot: *mut bindings::liveupdate_file_handler| {
+                    let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
+                    if compat.len() > fh.compatible.len() {
+                        return Err(EINVAL);
+                    }
+                    for (dst, src) in fh.compatible.iter_mut().zip(compat) {
+                        // CAST: A byte of a C string.
+                        *dst = *src as c_char;
+                    }
+                    fh.ops = &VTable::<H>::OPS;
+                    // SAFETY: The initializer may write to `slot`.
+                    // INVARIANT: The ops and compatible string are set above.
+                    unsafe { slot.write(fh) };
+                    Ok(())
+                }),
             }),
-            _h: PhantomData,
+            GFP_KERNEL,
+        )?;
+        // Registered once the handler is in place: LUO may call back as soon as it is.
+        // SAFETY: `fh` is an initialised handler with `'static` ops, pinned in its allocation,
+        // which is freed only as `drop` says.
+        to_result(unsafe { bindings::liveupdate_register_file_handler(inner.fh.get()) })?;
+        // INVARIANT: Registered above.
+        Ok(Self {
+            inner: ManuallyDrop::new(inner),
         })
     }
 
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// Links an FLB of the handler, which `flb` picks from it, to the handler: from now on LUO
+    /// preserves it with the handler's files, and the new kernel can get it back. Unregistering
+    /// the handler unlinks it.
+    pub fn add_flb<F: Flb>(&self, flb: impl for<'a> FnOnce(&'a H) -> &'a FlbDef<F>) -> Result {
+        let flb = flb(&self.inner.handler);
+        // SAFETY: By the type invariants, `fh` is registered. `flb` is a valid definition
+        // borrowed from the handler (or `'static`): the handler is pinned in its allocation and
+        // never given out mutably, so the definition stays valid and in place until `drop`,
+        // which unregisters the handler, and with it unlinks the FLB, before the allocation can
+        // be freed.
+        to_result(unsafe { bindings::liveupdate_register_flb(self.inner.fh.get(), flb.as_raw()) })
+    }
+}
+
+impl<H: FileHandler> Inner<H> {
     /// The blob of the incoming file whose serialized data is `raw`, restored on first use.
     fn incoming_data(&self, raw: u64) -> Result<Arc<kho::Incoming<H::Data>>> {
         let mut table = self.incoming.lock();
@@ -614,21 +724,34 @@ impl<H: FileHandler> Registration<H> {
     }
 }
 
-impl<H: FileHandler> Registration<H> {
-    /// Links `flb` to this handler: from now on LUO preserves it with the handler's files, and
-    /// the new kernel can get it back. Unregistering the handler unlinks it.
-    pub fn add_flb<F: Flb>(&self, flb: &'static FlbDef<F>) -> Result {
-        // SAFETY: By the type invariants, `inner` is registered; `flb` is a valid definition that
-        // lives as long as the module, which outlives the handler's registration.
-        to_result(unsafe { bindings::liveupdate_register_flb(self.inner.get(), flb.as_raw()) })
+/// Whether LUO may still refer to a handler of `module`: the module is built in, or it has
+/// references (LUO holds one for every file of the module's handlers).
+fn module_in_use(module: *mut bindings::module) -> bool {
+    #[cfg(CONFIG_MODULE_UNLOAD)]
+    if !module.is_null() {
+        // SAFETY: `module` is the module whose code runs this, so it is loaded.
+        return unsafe { bindings::module_refcount(module) } > 0;
     }
+    let _ = module;
+    true
 }
 
-#[pinned_drop]
-impl<H: FileHandler> PinnedDrop for Registration<H> {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: By the type invariants, `inner` is registered.
-        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.get()) };
+impl<H: FileHandler> Drop for Registration<H> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `fh` is registered.
+        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.fh.get()) };
+        if module_in_use(VTable::<H>::OPS.owner) {
+            // LUO may hold a file of the handler and call back through it: the allocation stays.
+            pr_warn!(
+                "liveupdate: {}: handler unregistered while its module is in use; its memory is kept\n",
+                H::COMPATIBLE.to_str().unwrap_or("?")
+            );
+            return;
+        }
+        // SAFETY: Unregistered above, and LUO holds no file of the handler: it holds a reference
+        // on the owner module for each, and there is none. Nothing else points to `inner`, and
+        // it is not used after this.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
     }
 }
 

@@ -11,7 +11,6 @@
 //! C header: [`include/linux/reboot.h`](srctree/include/linux/reboot.h)
 
 use crate::{bindings, error::to_result, prelude::*, types::Opaque};
-use core::marker::PhantomData;
 
 /// Why the system goes down, as the reboot notifier chain says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,36 +38,41 @@ impl Action {
 }
 
 /// What a reboot notifier does.
-pub trait Handler: 'static {
+pub trait Handler: Send + Sync + 'static {
     /// Called when the system goes down, in process context; it may sleep. The system goes down
     /// whatever this does.
-    fn notify(action: Action);
+    fn notify(&self, action: Action);
 }
 
-/// A registered reboot notifier.
+/// A registered reboot notifier, which owns its handler.
 ///
-/// Registers on creation and unregisters on drop.
+/// Registers on creation and unregisters on drop, before the handler is dropped.
 ///
 /// # Invariants
 ///
-/// `nb` is registered on the reboot notifier chain from a successful [`Registration::register`]
-/// until drop.
+/// `nb` is registered on the reboot notifier chain, calling `Self::call`, from a successful
+/// [`Registration::register`] until drop; `handler` is initialised before and dropped after.
 #[pin_data(PinnedDrop)]
 pub struct Registration<H: Handler> {
+    /// What [`Handler::notify`] gets as `&self`.
+    #[pin]
+    handler: H,
     #[pin]
     nb: Opaque<bindings::notifier_block>,
-    _h: PhantomData<H>,
 }
 
-// SAFETY: The notifier chain functions may be called from any thread.
+// SAFETY: The notifier chain functions may be called from any thread, and the handler is `Send`.
 unsafe impl<H: Handler> Send for Registration<H> {}
-// SAFETY: `&Registration` gives access to nothing.
+// SAFETY: `&Registration` gives access to the handler only, which is `Sync`.
 unsafe impl<H: Handler> Sync for Registration<H> {}
 
 impl<H: Handler> Registration<H> {
-    /// Registers `H` on the reboot notifier chain, with the given priority (higher runs first).
-    pub fn register(priority: i32) -> impl PinInit<Self, Error> {
+    /// Initialises `handler` and registers it on the reboot notifier chain, with the given
+    /// priority (higher runs first).
+    pub fn register(handler: impl PinInit<H, Error>, priority: i32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            // Before the registration: the chain may call it as soon as it is registered.
+            handler <- handler,
             nb <- Opaque::try_ffi_init(move |slot: *mut bindings::notifier_block| {
                 let mut nb: bindings::notifier_block = pin_init::zeroed();
                 nb.notifier_call = Some(Self::call);
@@ -80,19 +84,30 @@ impl<H: Handler> Registration<H> {
                 // INVARIANT: On success the notifier is registered.
                 to_result(unsafe { bindings::register_reboot_notifier(slot) })
             }),
-            _h: PhantomData,
         })
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
     }
 
     /// # Safety
     ///
-    /// Called by the notifier chain, for the notifier block of a `Registration<H>`.
+    /// Called by the notifier chain, for the notifier block `nb` of a registered
+    /// `Registration<H>`.
     unsafe extern "C" fn call(
-        _nb: *mut bindings::notifier_block,
+        nb: *mut bindings::notifier_block,
         action: usize,
         _data: *mut c_void,
     ) -> c_int {
-        H::notify(Action::from_raw(action));
+        // SAFETY: By the safety requirements, `nb` is the `nb` field of a `Registration<H>`, which
+        // stays registered, and so in place with its handler, until the chain's call returns (see
+        // `drop`); `Opaque<T>` is transparent over `T`.
+        let this = unsafe {
+            &*crate::container_of!(nb.cast::<Opaque<bindings::notifier_block>>(), Self, nb)
+        };
+        this.handler.notify(Action::from_raw(action));
         // CAST: `NOTIFY_DONE` is 0.
         bindings::NOTIFY_DONE as c_int
     }

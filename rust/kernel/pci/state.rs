@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Where a PCI function sits, what state it is in, and the locked reset sequence.
+//! Where a PCI function sits, what state it is in, and the locks of a reset.
 //!
 //! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
 
 use super::{Device, Vendor};
 use crate::{
     bindings,
-    error::to_result,
     ffi::c_int,
-    prelude::*,
-    str::CString,
     sync::aref::ARef, //
 };
 use core::ptr::NonNull;
@@ -96,22 +93,10 @@ impl Device {
             && self.pci_class().as_raw() >> 16 == bindings::PCI_BASE_CLASS_DISPLAY
     }
 
-    /// Returns whether bus mastering is enabled in the function's command register.
+    /// Reads the function's command register from the device (`0xffff` if the read fails).
     ///
     /// Read from the device, not from the PCI core's record of it: a user of the function (a VMM
     /// through vfio-pci) may have changed it with a configuration write.
-    pub fn is_bus_master(&self) -> bool {
-        let mut cmd: u16 = 0;
-        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `cmd` is a
-        // valid `u16` to write to.
-        let ret = unsafe {
-            bindings::pci_read_config_word(self.as_raw(), bindings::PCI_COMMAND as i32, &mut cmd)
-        };
-        // CAST: `PCI_COMMAND_MASTER` is a 16-bit register bit.
-        ret == 0 && cmd & bindings::PCI_COMMAND_MASTER as u16 != 0
-    }
-
-    /// Reads the function's command register from the device (`0xffff` if the read fails).
     pub fn command(&self) -> u16 {
         let mut cmd: u16 = 0;
         // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `cmd` is a
@@ -126,28 +111,12 @@ impl Device {
         }
     }
 
-    /// Resumes the function through runtime power management, if it is runtime suspended, and
-    /// keeps it active until the returned guard is dropped.
-    pub fn runtime_resume(&self) -> Result<RuntimeActive<'_>> {
-        // SAFETY: `self` is a valid `struct pci_dev`, so its embedded `struct device` is valid.
-        to_result(unsafe { bindings::pm_runtime_resume_and_get(self.as_ref().as_raw()) })?;
-        // INVARIANT: The usage count was taken above.
-        Ok(RuntimeActive(self))
-    }
-
-    /// Enables or disables bus mastering (DMA) for the function.
-    ///
-    /// For a function bound to another driver, the caller must hold whatever lock that driver
-    /// uses for its command register (for vfio-pci: the device set lock).
+    /// Returns whether MSI or MSI-X is enabled, as the PCI core last recorded it.
     #[inline]
-    pub fn set_bus_master(&self, enable: bool) {
-        if enable {
-            // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
-            unsafe { bindings::pci_set_master(self.as_raw()) };
-        } else {
-            // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
-            unsafe { bindings::pci_clear_master(self.as_raw()) };
-        }
+    pub fn is_msi_or_msix_enabled(&self) -> bool {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; the bits are
+        // read once, a racing enable or disable gives either value.
+        unsafe { (*self.as_raw()).msi_enabled() != 0 || (*self.as_raw()).msix_enabled() != 0 }
     }
 
     /// Looks up the PCI function at `domain`, `bus` and `devfn`, if the PCI core knows one.
@@ -162,44 +131,6 @@ impl Device {
         NonNull::new(pdev).map(|p| unsafe { ARef::from_raw(p.cast()) })
     }
 
-    /// Returns a copy of the name of the driver bound to the function, or [`None`] if there is
-    /// none, read under the device lock; [`EBUSY`] if someone else holds that lock.
-    pub fn driver_name(&self) -> Result<Option<CString>> {
-        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
-        if unsafe { bindings::pci_dev_trylock(self.as_raw()) } == 0 {
-            return Err(EBUSY);
-        }
-        // SAFETY: The device lock is held: the driver stays bound, and its name valid, until the
-        // unlock below.
-        let name = unsafe {
-            let drv = (*self.as_raw()).dev.driver;
-            (!drv.is_null()).then(|| CString::try_from(CStr::from_char_ptr((*drv).name)))
-        };
-        // SAFETY: Locked above.
-        unsafe { bindings::pci_dev_unlock(self.as_raw()) };
-        Ok(name.transpose()?)
-    }
-
-    /// Sets the function's `driver_override`: from now on only the driver called `name` binds to
-    /// it. A driver already bound stays bound.
-    pub fn set_driver_override(&self, name: &CStr) -> Result {
-        let dev = self.as_ref().as_raw();
-        // SAFETY: `dev` is a valid `struct device`; `name` is valid for `len` bytes, and the
-        // function copies it.
-        to_result(unsafe {
-            bindings::__device_set_driver_override(dev, name.as_char_ptr(), name.to_bytes().len())
-        })
-    }
-
-    /// Binds the function to a driver that matches it, if it has none, as a write of its address
-    /// to `/sys/bus/pci/drivers_probe` does. Returns whether a driver is bound afterwards.
-    pub fn attach_driver(&self) -> Result<bool> {
-        // SAFETY: `as_raw` is a valid `struct device`; `device_attach` takes the device lock.
-        let ret = unsafe { bindings::device_attach(self.as_ref().as_raw()) };
-        to_result(ret.min(0))?;
-        Ok(ret > 0)
-    }
-
     /// Returns the bridge directly upstream of this function, if any.
     #[inline]
     pub fn upstream_bridge(&self) -> Option<&Device> {
@@ -210,9 +141,9 @@ impl Device {
         (!bridge.is_null()).then(|| unsafe { &*bridge.cast::<Device>() })
     }
 
-    /// Locks this function for a reset, without sleeping on contention: first the bridge
-    /// upstream of it (a bus reset goes through the bridge), then the function itself, as
-    /// `pci_reset_function()` does. Returns [`None`] if either lock is taken.
+    /// Takes the locks a reset of this function needs, without sleeping on contention: first
+    /// the bridge upstream of it (a bus reset goes through the bridge), then the function
+    /// itself, as `pci_reset_function()` does. Returns [`None`] if either lock is taken.
     pub fn try_lock_for_reset(&self) -> Option<ResetLock<'_>> {
         let bridge = self.upstream_bridge();
         if let Some(b) = bridge {
@@ -234,7 +165,8 @@ impl Device {
     }
 }
 
-/// A PCI function locked for a reset, with the bridge upstream of it.
+/// A PCI function locked as for a reset, with the bridge upstream of it: while it is held,
+/// nobody else can reset the function, bind or unbind its driver.
 ///
 /// # Invariants
 ///
@@ -245,29 +177,6 @@ pub struct ResetLock<'a> {
     bridge: Option<&'a Device>,
 }
 
-impl ResetLock<'_> {
-    /// Resets the function with the first reset method that works for it (FLR, PM, bus, ...),
-    /// leaving its configuration space as the reset left it.
-    pub fn reset_function(&self) -> Result {
-        // SAFETY: `dev` is valid and, by the type invariants, its device lock is held (and the
-        // bridge's, for a bus reset).
-        to_result(unsafe { bindings::__pci_reset_function_locked(self.dev.as_raw()) })
-    }
-
-    /// Saves the function's configuration space as it is now, for [`ResetLock::restore_state`].
-    pub fn save_state(&self) {
-        // SAFETY: `dev` is a valid `struct pci_dev`, locked by this object.
-        unsafe { bindings::pci_save_state(self.dev.as_raw()) };
-    }
-
-    /// Writes back the configuration space last saved for the function (by its driver, or by
-    /// [`ResetLock::save_state`]).
-    pub fn restore_state(&self) {
-        // SAFETY: `dev` is a valid `struct pci_dev`.
-        unsafe { bindings::pci_restore_state(self.dev.as_raw()) };
-    }
-}
-
 impl Drop for ResetLock<'_> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, this object holds the lock of `dev`.
@@ -276,19 +185,5 @@ impl Drop for ResetLock<'_> {
             // SAFETY: By the type invariants, this object holds the lock of `b`.
             unsafe { bindings::pci_dev_unlock(b.as_raw()) };
         }
-    }
-}
-
-/// A PCI function kept active by runtime power management, from [`Device::runtime_resume`].
-///
-/// # Invariants
-///
-/// This object holds one runtime PM usage count of the function, dropped on drop.
-pub struct RuntimeActive<'a>(&'a Device);
-
-impl Drop for RuntimeActive<'_> {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariants, this object holds a usage count of the valid device.
-        unsafe { bindings::pm_runtime_put(self.0.as_ref().as_raw()) };
     }
 }

@@ -39,10 +39,19 @@
  * the upstream layout": the reader accepts it without an identity check.
  * Any other extension with a wrong magic, version or length is refused.
  *
+ * All structures are packed and in the CPU's byte order (both kernels run on
+ * the same machine). The blob, &struct vfio_pci_lu_ser, is 30 bytes at the
+ * start of a zeroed page.
+ *
  * A change that breaks the rules above needs a new compatible string.
  */
 
-/* Compatible string of the vfio-pci LUO file handler */
+/**
+ * define VFIO_PCI_LUO_FH_COMPATIBLE - Compatible string of the file handler
+ *
+ * Names the handler, and so the layout of its blobs, in both kernels; the
+ * same as the upstream C proposal's.
+ */
 #define VFIO_PCI_LUO_FH_COMPATIBLE	"vfio-pci-v1"
 
 /**
@@ -55,10 +64,20 @@ struct vfio_pci_core_device_ser {
 	u16 bdf;
 } __packed;
 
-/* "VFLU" read as a little-endian u32 */
+/**
+ * define VFIO_PCI_LU_EXT_MAGIC - &vfio_pci_lu_ext.magic, "VFLU" read as a
+ * little-endian u32
+ */
 #define VFIO_PCI_LU_EXT_MAGIC		0x554c4656
+/**
+ * define VFIO_PCI_LU_EXT_VERSION - &vfio_pci_lu_ext.version this kernel
+ * writes and reads
+ */
 #define VFIO_PCI_LU_EXT_VERSION		1
-/* Upper bound of @length that a reader accepts; the blob is one page */
+/**
+ * define VFIO_PCI_LU_EXT_MAX_LENGTH - Upper bound of &vfio_pci_lu_ext.length
+ * that a reader accepts; the blob is one page
+ */
 #define VFIO_PCI_LU_EXT_MAX_LENGTH	1024
 
 /**
@@ -130,8 +149,13 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
  * entries, location only) is still read, and its devices count as not reset.
  * A reader that finds another magic or version, or a @count above the
  * version's maximum, ignores the list (the files themselves are still
- * retrieved, and reset at retrieve). Entries are unique and in no particular
- * order.
+ * retrieved, and reset at retrieve). The first @count entries are in use and
+ * the others are zero; each device is in the list once, and the order of the
+ * entries means nothing (an unpreserved device's entry is replaced by the
+ * last one). Before the new kernel changes the driver binding of a listed
+ * device (the handler's bind_preserved parameter), it compares the entry's
+ * identity with the device at its address, and leaves a device that differs
+ * alone.
  *
  * The reset outcome (@reset of an entry) is written by the old kernel until
  * the kexec jumps: %VFIO_PCI_LU_RESET_NONE when the device was preserved,
@@ -140,24 +164,57 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
  * configuration completed, %VFIO_PCI_LU_RESET_FAILED when the reset failed
  * or could not take the device's locks in time. The new kernel trusts only
  * %VFIO_PCI_LU_RESET_DONE and resets the device itself at retrieve for any
- * other value.
+ * other value. An unfreeze (a cancelled kexec) sets it back to
+ * %VFIO_PCI_LU_RESET_NONE.
  */
 
-/* Compatible string of the handler's list of preserved devices */
+/**
+ * define VFIO_PCI_LUO_FLB_COMPATIBLE - Compatible string of the list of
+ * preserved devices, the handler's File-Lifecycle-Bound data
+ */
 #define VFIO_PCI_LUO_FLB_COMPATIBLE	"vfio-pci-devices-v1"
 
-/* "VFDL" read as a little-endian u32 */
+/**
+ * define VFIO_PCI_LU_DEVS_MAGIC - &vfio_pci_lu_devs_ser.magic (both
+ * versions), "VFDL" read as a little-endian u32
+ */
 #define VFIO_PCI_LU_DEVS_MAGIC		0x4c444656
+/**
+ * define VFIO_PCI_LU_DEVS_VERSION - Version of the list this kernel writes
+ */
 #define VFIO_PCI_LU_DEVS_VERSION	2
-/* Entries that fit in one 4 KiB page after the header */
+/**
+ * define VFIO_PCI_LU_DEVS_MAX - Entries of a version 2 list: those that fit
+ * in one 4 KiB page after the header
+ */
 #define VFIO_PCI_LU_DEVS_MAX		170
+/**
+ * define VFIO_PCI_LU_DEVS_V1_VERSION - Version of the older list, still read
+ */
 #define VFIO_PCI_LU_DEVS_V1_VERSION	1
+/**
+ * define VFIO_PCI_LU_DEVS_V1_MAX - Entries of a version 1 list
+ */
 #define VFIO_PCI_LU_DEVS_V1_MAX		511
 
-/* Values of vfio_pci_lu_dev_ser.reset */
+/**
+ * define VFIO_PCI_LU_RESET_NONE - &vfio_pci_lu_dev_ser.reset: not reset
+ */
 #define VFIO_PCI_LU_RESET_NONE		0
+/**
+ * define VFIO_PCI_LU_RESET_QUEUED - &vfio_pci_lu_dev_ser.reset: the freeze
+ * queued the reset, which was not seen to finish
+ */
 #define VFIO_PCI_LU_RESET_QUEUED	1
+/**
+ * define VFIO_PCI_LU_RESET_DONE - &vfio_pci_lu_dev_ser.reset: the reset and
+ * the restore of the configuration are done
+ */
 #define VFIO_PCI_LU_RESET_DONE		2
+/**
+ * define VFIO_PCI_LU_RESET_FAILED - &vfio_pci_lu_dev_ser.reset: the reset
+ * failed, or gave up on the device's locks
+ */
 #define VFIO_PCI_LU_RESET_FAILED	3
 
 /**

@@ -10,6 +10,14 @@
  *   stage-1 tests, and kexec.
  * Stage 2: the same up to the tests, then power off.
  *
+ * The tests take their devices by BDF, as the VFIO selftests do: init finds
+ * the devices of vfio_lu_devs=, vfio_lu_fault_devs= and vfio_lu_reset_devs=
+ * (vendor:device lists from the host), sorted by BDF, and gives every test
+ * their BDFs in the environment (VFIO_LU_BDFS, VFIO_LU_FAULT_BDFS,
+ * VFIO_LU_RESET_BDFS, separated by spaces; VFIO_SELFTESTS_BDF is the first
+ * of VFIO_LU_BDFS). A word "$NAME" in a test list is replaced by the words
+ * of that variable: "vfio_lu_kexec_test -s 1 $VFIO_LU_BDFS".
+ *
  * The module is loaded before anything opens /dev/liveupdate: after a kexec,
  * LUO matches incoming files to handlers on the first open.
  *
@@ -32,6 +40,15 @@
 #define TESTS_LIST	"/tests/stage%d"
 
 static int ktap_fd = -1;
+
+/* The environment of the tests: PATH and the devices, "NAME=BDF BDF ...". */
+static char env_selftests_bdf[64] = "VFIO_SELFTESTS_BDF=";
+static char env_devs[1024] = "VFIO_LU_BDFS=";
+static char env_fault_devs[1024] = "VFIO_LU_FAULT_BDFS=";
+static char env_reset_devs[1024] = "VFIO_LU_RESET_BDFS=";
+static char *test_env[] = {
+	"PATH=/tests", env_selftests_bdf, env_devs, env_fault_devs, env_reset_devs, NULL,
+};
 
 /* To the console and the host's KTAP channel; a lost line cannot be reported. */
 static void emit(const char *buf, size_t n)
@@ -84,20 +101,45 @@ static void mount_filesystems(void)
 		say("mount debugfs: %s", strerror(errno));
 	if (mount("tmpfs", "/tmp", "tmpfs", 0, NULL))
 		say("mount tmpfs: %s", strerror(errno));
+	if (mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL))
+		say("mount tracefs: %s", strerror(errno));
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, text, strlen(text)) < 0)
+		say("%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 /*
- * The module's parameters, from "vfio_pci_liveupdate.<param>=<value>" on the
- * kernel command line, as modprobe passes them (the kernel itself does not
- * for a module loaded later).
+ * The module's tracepoints (how long each freeze, reset and retrieve took),
+ * printed on the console as they fire (the host boots the guest with
+ * tp_printk; the sysctl only works on such a boot): the old kernel's trace
+ * buffer is gone after the kexec, and the host's report and the benchmark
+ * read them from the serial log.
  */
-static void module_params(char *params, size_t len)
+static void trace_module_events(void)
 {
-	char cmdline[4096], *tok, *save;
-	const char *prefix = VFIO_LU_MODULE ".";
+	write_file("/sys/kernel/tracing/events/" VFIO_LU_MODULE "/enable", "1");
+	write_file("/proc/sys/kernel/tracepoint_printk", "1");
+}
+
+/*
+ * The parameters of module @name, from "<name>.<param>=<value>" on the kernel
+ * command line, as modprobe passes them (the kernel itself does not for a
+ * module loaded later).
+ */
+static void module_params(const char *name, char *params, size_t len)
+{
+	char cmdline[4096], prefix[64], *tok, *save;
 	size_t n = 0;
 
 	params[0] = '\0';
+	snprintf(prefix, sizeof(prefix), "%s.", name);
 	if (vfio_lu_read_file("/proc/cmdline", cmdline, sizeof(cmdline)))
 		return;
 	for (tok = strtok_r(cmdline, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
@@ -106,21 +148,42 @@ static void module_params(char *params, size_t len)
 				      tok + strlen(prefix));
 }
 
-static void load_module(void)
+/* Load /lib/modules/@name.ko with its parameters from the command line. */
+static void load_one(const char *name)
 {
-	int fd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
-	char params[256];
+	char path[PATH_MAX], params[256];
+	int fd;
 
+	snprintf(path, sizeof(path), VFIO_LU_MODULES_DIR "/%s.ko", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		say("module %s: %s", VFIO_LU_MODULE_PATH, strerror(errno));
+		say("module %s: %s", path, strerror(errno));
 		return;
 	}
-	module_params(params, sizeof(params));
-	if (syscall(SYS_finit_module, fd, params, 0))
-		say("loading %s failed: %s", VFIO_LU_MODULE, strerror(errno));
+	module_params(name, params, sizeof(params));
+	if (syscall(SYS_finit_module, fd, params, 0) && errno != EEXIST)
+		say("loading %s failed: %s", name, strerror(errno));
 	else
-		say("loaded %s%s%s", VFIO_LU_MODULE, params[0] ? " " : "", params);
+		say("loaded %s%s%s", name, params[0] ? " " : "", params);
 	close(fd);
+}
+
+/*
+ * The modules in the order of /lib/modules/load (one name a line, the
+ * dependencies first: VFIO, vfio-pci-core and vfio-pci when they are modules,
+ * as distributions build them), then ours.
+ */
+static void load_module(void)
+{
+	FILE *order = fopen(VFIO_LU_MODULES_DIR "/load", "re");
+	char name[64];
+
+	while (order && fscanf(order, "%63s", name) == 1)
+		if (strcmp(name, VFIO_LU_MODULE))
+			load_one(name);
+	if (order)
+		fclose(order);
+	load_one(VFIO_LU_MODULE);
 }
 
 /*
@@ -188,15 +251,63 @@ out:
 	record_load_log();
 }
 
-/* driver_override + drivers_probe, as a VMM's set-up script would do. */
-/* Bind the devices of kernel parameter @key to vfio-pci. */
-static void bind_devices(const char *key)
+static int bdf_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct vfio_lu_dev *)a)->bdf,
+		      ((const struct vfio_lu_dev *)b)->bdf);
+}
+
+/*
+ * The PCI devices whose vendor:device is one of those the host asked for in
+ * kernel parameter @key, sorted by BDF. Returns how many, or a negative errno.
+ */
+static int find_devs_of(const char *key, struct vfio_lu_dev *devs, int max)
+{
+	unsigned int ids[VFIO_LU_MAX_DEVS][2];
+	int nids, n = 0, i;
+	struct dirent *de;
+	DIR *dir;
+
+	nids = vfio_lu_wanted_ids(key, ids, VFIO_LU_MAX_DEVS);
+	if (nids < 0)
+		return nids;
+	dir = opendir(PCI_DEVICES);
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir)) && n < max) {
+		struct vfio_lu_dev d = {};
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(d.bdf))
+			continue;
+		snprintf(d.bdf, sizeof(d.bdf), "%s", de->d_name);
+		if (vfio_lu_sysfs_hex(d.bdf, "vendor", &d.vendor) ||
+		    vfio_lu_sysfs_hex(d.bdf, "device", &d.device))
+			continue;
+		for (i = 0; i < nids; i++) {
+			if (ids[i][0] == d.vendor && ids[i][1] == d.device) {
+				devs[n++] = d;
+				break;
+			}
+		}
+	}
+	closedir(dir);
+	qsort(devs, n, sizeof(*devs), bdf_cmp);
+	return n;
+}
+
+/*
+ * Bind the devices of kernel parameter @key to vfio-pci (driver_override +
+ * drivers_probe, as a VMM's set-up script would do), and add their BDFs to
+ * @env, an entry "NAME=" of the tests' environment of @len bytes.
+ */
+static void bind_devices(const char *key, char *env, size_t len)
 {
 	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	size_t used = strlen(env), start = used;
 	char path[PATH_MAX], drv[64];
 	int n, i, ret;
 
-	n = vfio_lu_find_devs_of(key, devs, VFIO_LU_MAX_DEVS);
+	n = find_devs_of(key, devs, VFIO_LU_MAX_DEVS);
 	if (n == -ENOENT && strcmp(key, "vfio_lu_devs"))
 		return;		/* no fault injection devices in this run */
 	if (n < 0) {
@@ -206,6 +317,10 @@ static void bind_devices(const char *key)
 	for (i = 0; i < n; i++) {
 		const char *bdf = devs[i].bdf;
 		char methods[128];
+
+		if (used < len)
+			used += snprintf(env + used, len - used, "%s%s", used > start ? " " : "",
+					 bdf);
 
 		snprintf(path, sizeof(path), PCI_DEVICES "/%s/reset_method", bdf);
 		if (vfio_lu_read_file(path, methods, sizeof(methods)))
@@ -233,17 +348,48 @@ static void bind_devices(const char *key)
 	}
 }
 
-/* Run one test command line, copying its output to console and ttyS1. */
+/* The value of "$NAME" in the tests' environment, or NULL. */
+static const char *test_env_value(const char *word)
+{
+	size_t len = strlen(word + 1);
+
+	for (char **e = test_env; *e; e++)
+		if (!strncmp(*e, word + 1, len) && (*e)[len] == '=')
+			return *e + len + 1;
+	return NULL;
+}
+
+/*
+ * Run one test command line, copying its output to console and ttyS1. A
+ * word "$NAME" is replaced by the words of the tests' variable NAME, which
+ * must name at least one device.
+ */
 static int run_test(char *cmd)
 {
-	char *argv[16], *save, buf[4096];
+	char *argv[80], *save, *wsave, buf[4096], words[4096];
 	int pfd[2], status, argc = 0;
+	size_t used = 0;
 	ssize_t n;
 	pid_t pid;
 
-	for (char *t = strtok_r(cmd, " ", &save); t && argc < 15;
-	     t = strtok_r(NULL, " ", &save))
-		argv[argc++] = t;
+	for (char *t = strtok_r(cmd, " ", &save); t && argc < 79;
+	     t = strtok_r(NULL, " ", &save)) {
+		const char *val = t[0] == '$' ? test_env_value(t) : NULL;
+		char *w;
+
+		if (t[0] != '$') {
+			argv[argc++] = t;
+			continue;
+		}
+		if (!val || !val[0] || used + strlen(val) + 1 > sizeof(words)) {
+			say("test %s: %s names no devices", argv[0], t);
+			return 1;
+		}
+		w = memcpy(words + used, val, strlen(val) + 1);
+		used += strlen(val) + 1;
+		for (w = strtok_r(w, " ", &wsave); w && argc < 79; w = strtok_r(NULL, " ", &wsave))
+			argv[argc++] = w;
+	}
 	argv[argc] = NULL;
 	if (!argc)
 		return 0;
@@ -253,11 +399,9 @@ static int run_test(char *cmd)
 	if (pid < 0)
 		return -errno;
 	if (!pid) {
-		static char *const envp[] = { "PATH=/tests", NULL };
-
 		dup2(pfd[1], STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
-		execve(argv[0], argv, envp);
+		execve(argv[0], argv, test_env);
 		fprintf(stderr, "execve %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
@@ -338,10 +482,15 @@ int main(void)
 	say("stage %d: init", stage);
 
 	load_module();
+	trace_module_events();
 	record_drivers();
-	bind_devices("vfio_lu_devs");
-	bind_devices("vfio_lu_fault_devs");
-	bind_devices("vfio_lu_reset_devs");
+	bind_devices("vfio_lu_devs", env_devs, sizeof(env_devs));
+	bind_devices("vfio_lu_fault_devs", env_fault_devs, sizeof(env_fault_devs));
+	bind_devices("vfio_lu_reset_devs", env_reset_devs, sizeof(env_reset_devs));
+	/* The first device, for a program given none (libvfio's variable). */
+	snprintf(env_selftests_bdf + strlen(env_selftests_bdf),
+		 sizeof(env_selftests_bdf) - strlen(env_selftests_bdf), "%.*s",
+		 (int)strcspn(strchr(env_devs, '=') + 1, " "), strchr(env_devs, '=') + 1);
 
 	if (stage == 1) {
 		ret = kexec_load_next();

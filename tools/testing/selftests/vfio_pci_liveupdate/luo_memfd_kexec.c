@@ -16,6 +16,7 @@
 #include "kselftest.h"
 
 #define SESSION_NAME	"vfio-lu-memfd"
+#define STATE_SESSION	"vfio-lu-memfd-state"
 #define MEMFD_TOKEN	0x6d656d66ULL
 #define MEMFD_PAGES	4
 
@@ -25,21 +26,20 @@ static unsigned char pattern(size_t off)
 	return (unsigned char)((off * 2654435761u) >> 13) ^ (off >> 12);
 }
 
-static int stage1(void)
+static void stage1(int luo)
 {
 	size_t len = MEMFD_PAGES * getpagesize();
-	int luo, session, mfd;
+	int session, mfd;
 	unsigned char *map;
 	pid_t pid;
 
 	ksft_set_plan(3);
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	/* luo_test() opened it, or skipped the test. */
 	ksft_test_result(luo >= 0, "stage1_open_dev_liveupdate\n");
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+	vfio_lu_state_create(luo, STATE_SESSION);
 
-	session = vfio_lu_create_session(luo, SESSION_NAME);
+	session = luo_create_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage1_create_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
@@ -54,7 +54,7 @@ static int stage1(void)
 		map[i] = pattern(i);
 	munmap(map, len);
 
-	ksft_test_result(!vfio_lu_preserve(session, mfd, MEMFD_TOKEN),
+	ksft_test_result(!luo_session_preserve_fd(session, mfd, MEMFD_TOKEN),
 			 "stage1_preserve_memfd\n");
 	close(mfd);
 	close(luo);
@@ -67,24 +67,21 @@ static int stage1(void)
 	ksft_finished();
 }
 
-static int stage2(void)
+static void stage2(int luo, int state)
 {
 	size_t len = MEMFD_PAGES * getpagesize(), bad = 0, i;
-	int luo, session, mfd;
+	int session, mfd;
 	unsigned char *map;
 
 	ksft_set_plan(4);
+	vfio_lu_state_done(state);
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-
-	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
+	session = luo_retrieve_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage2_retrieve_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
 
-	mfd = vfio_lu_retrieve(session, MEMFD_TOKEN);
+	mfd = luo_session_retrieve_fd(session, MEMFD_TOKEN);
 	ksft_test_result(mfd >= 0, "stage2_retrieve_memfd\n");
 	if (mfd < 0)
 		ksft_exit_fail_msg("retrieve memfd: %s\n", strerror(-mfd));
@@ -98,7 +95,7 @@ static int stage2(void)
 	munmap(map, len);
 	ksft_test_result(bad == 0, "stage2_memfd_content_intact\n");
 
-	ksft_test_result(!vfio_lu_finish(session),
+	ksft_test_result(!luo_session_finish(session),
 			 "stage2_finish_session\n");
 	close(mfd);
 	close(session);
@@ -109,11 +106,5 @@ static int stage2(void)
 int main(int argc, char **argv)
 {
 	ksft_print_header();
-	switch (vfio_lu_stage_arg(argc, argv)) {
-	case 1:
-		return stage1();
-	case 2:
-		return stage2();
-	}
-	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+	return luo_test(argc, argv, STATE_SESSION, stage1, stage2);
 }

@@ -2,13 +2,13 @@
 /*
  * Benchmark of a device live update, run by scripts/bench.sh (not a test).
  *
- *   vfio_lu_bench -s 1 [-r REPS]
+ *   vfio_lu_bench -s 1 [-r REPS] BDF...
  *	open and bind every emulated device, then REPS times preserve each
  *	device and a one-page memfd (the baseline, through the kernel's memfd
  *	handler) in fresh sessions and close them; then preserve them for real,
  *	one session for the devices and one for the memfd, and leave a child
  *	holding them for the kexec that init starts.
- *   vfio_lu_bench -s 2
+ *   vfio_lu_bench -s 2 BDF...
  *	retrieve the memfd session and the memfd, then the device session and
  *	every device, bind them, and finish both sessions.
  *
@@ -60,7 +60,7 @@ static void sample(const char *phase, const char *kind, double us)
 static int timed_preserve(int session, int fd, __u64 token, const char *kind)
 {
 	double t = now_us();
-	int ret = vfio_lu_preserve(session, fd, token);
+	int ret = luo_session_preserve_fd(session, fd, token);
 
 	if (!ret)
 		sample("preserve", kind, now_us() - t);
@@ -77,8 +77,8 @@ static int preserve_in_new_sessions(int luo, const int *fds, int ndevs, int mfd,
 {
 	int ret = 0, i;
 
-	*dsess = vfio_lu_create_session(luo, DEV_SESSION);
-	*msess = vfio_lu_create_session(luo, MEMFD_SESSION);
+	*dsess = luo_create_session(luo, DEV_SESSION);
+	*msess = luo_create_session(luo, MEMFD_SESSION);
 	if (*dsess < 0 || *msess < 0)
 		ksft_exit_fail_msg("create sessions: %s\n", strerror(errno));
 	for (i = 0; i < ndevs && !ret; i++)
@@ -90,10 +90,10 @@ static int preserve_in_new_sessions(int luo, const int *fds, int ndevs, int mfd,
 
 static int open_luo(void)
 {
-	int luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	int luo = luo_open_device();
 
 	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
+		ksft_exit_fail_msg("open " LUO_DEVICE ": %s\n", strerror(errno));
 	return luo;
 }
 
@@ -109,7 +109,7 @@ static int stage1(int reps)
 		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
 	for (i = 0; i < ndevs; i++) {
 		fds[i] = vfio_lu_open_cdev(devs[i].bdf);
-		ret = fds[i] < 0 ? fds[i] : vfio_lu_bind(fds[i], iommufd);
+		ret = fds[i] < 0 ? fds[i] : __vfio_device_bind_iommufd(fds[i], iommufd, NULL);
 		if (ret)
 			ksft_exit_fail_msg("%s: open and bind: %s\n", devs[i].bdf, strerror(-ret));
 	}
@@ -155,13 +155,13 @@ static int stage2(void)
 
 	ksft_set_plan(3);
 	luo = open_luo();
-	msess = vfio_lu_retrieve_session(luo, MEMFD_SESSION);
-	dsess = vfio_lu_retrieve_session(luo, DEV_SESSION);
+	msess = luo_retrieve_session(luo, MEMFD_SESSION);
+	dsess = luo_retrieve_session(luo, DEV_SESSION);
 	if (msess < 0 || dsess < 0)
 		ksft_exit_fail_msg("retrieve sessions: %s\n", strerror(errno));
 
 	t = now_us();
-	mfd = vfio_lu_retrieve(msess, MEMFD_TOKEN);
+	mfd = luo_session_retrieve_fd(msess, MEMFD_TOKEN);
 	if (mfd < 0)
 		ksft_exit_fail_msg("retrieve memfd: %s\n", strerror(-mfd));
 	sample("retrieve", "memfd", now_us() - t);
@@ -174,7 +174,7 @@ static int stage2(void)
 		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
 	for (i = 0, ret = 0; i < ndevs && !ret; i++) {
 		t = now_us();
-		fd = vfio_lu_retrieve(dsess, DEV_TOKEN(i));
+		fd = luo_session_retrieve_fd(dsess, DEV_TOKEN(i));
 		if (fd < 0) {
 			ret = fd;
 			break;
@@ -182,7 +182,7 @@ static int stage2(void)
 		sample("retrieve", "vfio", now_us() - t);
 		last_tsc = __builtin_ia32_rdtsc();
 		t = now_us();
-		ret = vfio_lu_bind(fd, iommufd);
+		ret = __vfio_device_bind_iommufd(fd, iommufd, NULL);
 		if (!ret)
 			sample("bind", "vfio", now_us() - t);
 	}
@@ -192,12 +192,12 @@ static int stage2(void)
 		printf("# bench: last_retrieve_tsc %llu\n", (unsigned long long)last_tsc);
 
 	t = now_us();
-	ret = vfio_lu_finish(dsess);
+	ret = luo_session_finish(dsess);
 	if (!ret)
 		sample("finish", "vfio", now_us() - t);
 	ksft_test_result(!ret, "bench_finish_devices (%s)\n", strerror(-ret));
 	t = now_us();
-	ret = vfio_lu_finish(msess);
+	ret = luo_session_finish(msess);
 	if (!ret)
 		sample("finish", "memfd", now_us() - t);
 	ksft_test_result(!ret, "bench_finish_memfd (%s)\n", strerror(-ret));
@@ -208,16 +208,15 @@ int main(int argc, char **argv)
 {
 	int opt, stage = 0, reps = 10;
 
+	ksft_print_header();
+	/* The BDFs at the end of the command line, or $VFIO_SELFTESTS_BDF. */
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
 	while ((opt = getopt(argc, argv, "s:r:")) != -1) {
 		if (opt == 's')
 			stage = atoi(optarg);
 		else if (opt == 'r')
 			reps = atoi(optarg);
 	}
-	ksft_print_header();
-	ndevs = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
-	if (ndevs <= 0)
-		ksft_exit_fail_msg("no emulated devices: %s\n", strerror(-ndevs));
 	switch (stage) {
 	case 1:
 		return stage1(reps);

@@ -22,6 +22,7 @@
 #include "kselftest.h"
 
 #define SESSION_NAME	"vfio-lu-faults"
+#define STATE_SESSION	"vfio-lu-faults-state"
 #define FAULT_TOKEN(i)	(0x6661756c00ULL + (i))
 #define KNOB		"/sys/kernel/debug/vfio_pci_liveupdate/corrupt_next_preserve"
 
@@ -59,18 +60,18 @@ static const struct fault_case {
 #define NCASES	((int)ARRAY_SIZE(cases))
 
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+static int ndevs;
 
 static void find_devices(void)
 {
-	int n = vfio_lu_find_devs_of("vfio_lu_fault_devs", devs, VFIO_LU_MAX_DEVS);
-
-	if (n < NCASES)
-		ksft_exit_fail_msg("need %d devices in vfio_lu_fault_devs=, found %d\n", NCASES, n);
+	if (ndevs < NCASES)
+		ksft_exit_fail_msg("need %d devices (vfio_lu_fault_devs=), %d given\n", NCASES,
+				   ndevs);
 }
 
-static int stage1(void)
+static void stage1(int luo)
 {
-	int luo, session, iommufd, fd, ret, i;
+	int session, iommufd, fd, ret, i;
 	char armed[32];
 
 	find_devices();
@@ -79,10 +80,8 @@ static int stage1(void)
 			       strerror(errno));
 	ksft_set_plan(1 + NCASES);
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-	session = vfio_lu_create_session(luo, SESSION_NAME);
+	vfio_lu_state_create(luo, STATE_SESSION);
+	session = luo_create_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage1_fault_create_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
@@ -100,7 +99,7 @@ static int stage1(void)
 		if (!ret && cases[i].knob)
 			ret = vfio_lu_write_file(KNOB, cases[i].knob);
 		if (!ret)
-			ret = vfio_lu_preserve(session, fd, FAULT_TOKEN(i));
+			ret = luo_session_preserve_fd(session, fd, FAULT_TOKEN(i));
 		/* The corruption is for one preserve only. */
 		if (!ret && cases[i].knob)
 			disarmed = !vfio_lu_read_file(KNOB, armed, sizeof(armed)) &&
@@ -181,9 +180,9 @@ static bool cdev_opens_give(int want)
 	return all;
 }
 
-static int stage2(void)
+static void stage2(int luo, int state)
 {
-	int luo, session, kmsg, ret, i, logs[NCASES];
+	int session, kmsg, ret, i, logs[NCASES];
 	char needle[256];
 
 	find_devices();
@@ -192,10 +191,8 @@ static int stage2(void)
 	/* A finish per case whose blob was read: */
 	ksft_set_plan(7 + NCASES + ret);
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
+	vfio_lu_state_done(state);
+	session = luo_retrieve_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage2_fault_retrieve_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
@@ -221,7 +218,7 @@ static int stage2(void)
 		bool logged;
 
 		kmsg = vfio_lu_kmsg_open();
-		ret = vfio_lu_retrieve(session, FAULT_TOKEN(i));
+		ret = luo_session_retrieve_fd(session, FAULT_TOKEN(i));
 		if (cases[i].no_blob)
 			snprintf(needle, sizeof(needle), "%s", cases[i].log);
 		else
@@ -255,7 +252,7 @@ static int stage2(void)
 		if (!cases[i].no_blob)
 			logs[i] = vfio_lu_kmsg_open();
 	}
-	ret = vfio_lu_finish(session);
+	ret = luo_session_finish(session);
 	ksft_test_result(!ret, "stage2_fault_finish_after_failed_retrieves (%s)\n",
 			 strerror(-ret));
 	for (i = 0; i < NCASES; i++) {
@@ -276,12 +273,7 @@ static int stage2(void)
 
 int main(int argc, char **argv)
 {
-	int stage = vfio_lu_stage_arg(argc, argv);
-
 	ksft_print_header();
-	if (stage == 1)
-		return stage1();
-	if (stage == 2)
-		return stage2();
-	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
+	return luo_test(argc, argv, STATE_SESSION, stage1, stage2);
 }

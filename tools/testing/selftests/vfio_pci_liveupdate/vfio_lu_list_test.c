@@ -23,6 +23,7 @@
 #include "kselftest.h"
 
 #define SESSION_NAME	"vfio-lu-list"
+#define STATE_SESSION	"vfio-lu-list-state"
 #define TOKEN		0x6c69737400ULL
 #define STATUS		0x03
 #define CORRUPT_LIST	VFIO_LU_DEBUGFS "/corrupt_list"
@@ -30,30 +31,27 @@
 #define RESET_HERE	"live update: retrieve: the previous kernel recorded no reset outcome; " \
 			"resetting the device"
 
-static struct vfio_lu_dev dev, other;
+static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS], dev, other;
+static int ndevs;
 
 static void find_device(void)
 {
-	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
-	int n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
+	int n = ndevs;
 
 	if (n < 2 || devs[0].vendor != 0x1af4)
-		ksft_exit_fail_msg("need a virtio device and another in vfio_lu_devs= (%d found)\n",
-				   n);
+		ksft_exit_fail_msg("need a virtio device and another one (%d given)\n", n);
 	dev = devs[0];
 	other = devs[1];
 }
 
-static int stage1(void)
+static void stage1(int luo)
 {
-	int luo, session, iommufd, fd, ret;
+	int session, iommufd, fd, ret;
 
 	find_device();
 	ksft_set_plan(4);
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-	session = vfio_lu_create_session(luo, SESSION_NAME);
+	vfio_lu_state_create(luo, STATE_SESSION);
+	session = luo_create_session(luo, SESSION_NAME);
 	close(luo);
 	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 	if (session < 0 || iommufd < 0)
@@ -66,10 +64,10 @@ static int stage1(void)
 	if (!ret)
 		ret = vfio_lu_arm_reset_fault(dev.bdf, "error");
 	if (!ret)
-		ret = vfio_lu_preserve(session, fd, TOKEN);
+		ret = luo_session_preserve_fd(session, fd, TOKEN);
 	ksft_test_result(!ret, "stage1_list_preserve %s (%s)\n", dev.bdf, strerror(-ret));
 	fd = vfio_lu_bound_cdev(other.bdf, iommufd);
-	ret = fd < 0 ? fd : vfio_lu_preserve(session, fd, TOKEN + 1);
+	ret = fd < 0 ? fd : luo_session_preserve_fd(session, fd, TOKEN + 1);
 	ksft_test_result(!ret, "stage1_list_preserve %s (%s)\n", other.bdf, strerror(-ret));
 	ret = vfio_lu_write_file(CORRUPT_LIST, "1");
 	ksft_test_result(!ret, "stage1_list_magic_damaged (%s)\n", strerror(-ret));
@@ -79,9 +77,9 @@ static int stage1(void)
 	ksft_finished();
 }
 
-static int stage2(void)
+static void stage2(int luo, int state)
 {
-	int luo, session, iommufd, fd, fd2, kmsg, status, ret;
+	int session, iommufd, fd, fd2, kmsg, status, ret;
 	char log[8192], needle[200];
 
 	find_device();
@@ -90,14 +88,14 @@ static int stage2(void)
 			 strstr(log, LIST_IGNORED),
 			 "stage2_damaged_list_logged_at_load\n");
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	session = luo < 0 ? -errno : vfio_lu_retrieve_session(luo, SESSION_NAME);
+	vfio_lu_state_done(state);
+	session = luo_retrieve_session(luo, SESSION_NAME);
 	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 	if (session < 0 || iommufd < 0)
 		ksft_exit_fail_msg("session or iommufd: %s\n",
 				   strerror(session < 0 ? -session : errno));
 	kmsg = vfio_lu_kmsg_open();
-	fd = vfio_lu_retrieve(session, TOKEN);
+	fd = luo_session_retrieve_fd(session, TOKEN);
 	status = fd < 0 ? fd : vfio_lu_virtio_status_sysfs(dev.bdf);
 	ksft_test_result(fd >= 0 && status == 0,
 			 "stage2_retrieved_and_reset %s (fd %d, status %d)\n", dev.bdf, fd, status);
@@ -106,7 +104,7 @@ static int stage2(void)
 			 "stage2_reset_at_retrieve_logged_with_bdf_and_reason %s\n", dev.bdf);
 	if (kmsg >= 0)
 		close(kmsg);
-	ret = fd < 0 ? fd : vfio_lu_bind(fd, iommufd);
+	ret = fd < 0 ? fd : __vfio_device_bind_iommufd(fd, iommufd, NULL);
 	ksft_test_result(!ret, "stage2_list_bind %s (%s)\n", dev.bdf, strerror(-ret));
 
 	/* Not held off: the list that would name it was ignored. */
@@ -115,11 +113,11 @@ static int stage2(void)
 			 strerror(fd2 < 0 ? -fd2 : 0));
 	if (fd2 >= 0)
 		close(fd2);
-	fd2 = vfio_lu_retrieve(session, TOKEN + 1);
-	ret = fd2 < 0 ? fd2 : vfio_lu_bind(fd2, iommufd);
+	fd2 = luo_session_retrieve_fd(session, TOKEN + 1);
+	ret = fd2 < 0 ? fd2 : __vfio_device_bind_iommufd(fd2, iommufd, NULL);
 	if (ret)
 		ksft_print_msg("%s: retrieve and bind: %s\n", other.bdf, strerror(-ret));
-	ret = vfio_lu_finish(session);
+	ret = luo_session_finish(session);
 	ksft_test_result(!ret, "stage2_list_session_finishes (%s)\n", strerror(-ret));
 	if (fd >= 0)
 		close(fd);
@@ -134,11 +132,6 @@ static int stage2(void)
 int main(int argc, char **argv)
 {
 	ksft_print_header();
-	switch (vfio_lu_stage_arg(argc, argv)) {
-	case 1:
-		return stage1();
-	case 2:
-		return stage2();
-	}
-	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
+	return luo_test(argc, argv, STATE_SESSION, stage1, stage2);
 }

@@ -40,6 +40,7 @@
 #include "kselftest.h"
 
 #define SESSION_NAME	"vfio-lu-resets"
+#define STATE_SESSION	"vfio-lu-resets-state"
 #define ABANDONED	"vfio-lu-abandoned"
 #define TOKEN(i)	(0x7273740000ULL + (i))
 #define NDEVS		3
@@ -52,14 +53,13 @@
 #define STATUS		0x03
 
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+static int ndevs;
 
 static void find_devices(void)
 {
-	int n = vfio_lu_find_devs_of("vfio_lu_reset_devs", devs, VFIO_LU_MAX_DEVS);
-
-	if (n < VFIO_LU_RESET_NDEVS)
-		ksft_exit_fail_msg("need %d devices in vfio_lu_reset_devs=, found %d\n",
-				   VFIO_LU_RESET_NDEVS, n);
+	if (ndevs < VFIO_LU_RESET_NDEVS)
+		ksft_exit_fail_msg("need %d devices (vfio_lu_reset_devs=), %d given\n",
+				   VFIO_LU_RESET_NDEVS, ndevs);
 }
 
 static int kexec(void)
@@ -97,9 +97,9 @@ static void serial_refusal(int fd, const char *bdf, const char *fault, int want_
 		close(kmsg);
 }
 
-static int stage1(void)
+static void stage1(int luo)
 {
-	int luo, session, lost, iommufd, fd, ret, i;
+	int session, lost, iommufd, fd, ret, i;
 	bool serial = vfio_lu_param_on("serial_reset");
 	int fds[NDEVS];
 
@@ -109,20 +109,18 @@ static int stage1(void)
 				   VFIO_LU_FAIL_RESET, strerror(errno));
 	ksft_set_plan(2 + NFN + 2 * NDEVS + (serial ? 6 : 1) + vfio_lu_param_on("bind_preserved"));
 
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-	session = vfio_lu_create_session(luo, SESSION_NAME);
+	vfio_lu_state_create(luo, STATE_SESSION);
+	session = luo_create_session(luo, SESSION_NAME);
 	ksft_test_result(session >= 0, "stage1_reset_create_session\n");
 	if (session < 0)
 		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
-	lost = vfio_lu_create_session(luo, ABANDONED);
+	lost = luo_create_session(luo, ABANDONED);
 	close(luo);
 	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 	if (iommufd < 0)
 		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
 	fd = lost < 0 ? lost : vfio_lu_bound_cdev(devs[LOST].bdf, iommufd);
-	ret = fd < 0 ? fd : vfio_lu_preserve(lost, fd, TOKEN(LOST));
+	ret = fd < 0 ? fd : luo_session_preserve_fd(lost, fd, TOKEN(LOST));
 	ksft_test_result(!ret, "stage1_preserve_in_a_session_whose_vmm_will_not_return %s (%s)\n",
 			 devs[LOST].bdf, strerror(-ret));
 	if (vfio_lu_param_on("bind_preserved")) {
@@ -138,7 +136,7 @@ static int stage1(void)
 		ksft_test_result(!ret && vfio_lu_virtio_status(fd) == STATUS,
 				 "stage1_vmm_sets_virtio_status %s (%s)\n", devs[i].bdf,
 				 strerror(-ret));
-		ret = fd < 0 ? fd : vfio_lu_preserve(session, fd, TOKEN(i));
+		ret = fd < 0 ? fd : luo_session_preserve_fd(session, fd, TOKEN(i));
 		ksft_test_result(!ret, "stage1_reset_preserve %s (%s)\n", devs[i].bdf,
 				 strerror(-ret));
 		fds[i] = fd;
@@ -156,7 +154,7 @@ static int stage1(void)
 		if (!ret && i == FN0)
 			ret = vfio_lu_write_file(VFIO_LU_CORRUPT, "upstream");
 		if (!ret)
-			ret = vfio_lu_preserve(session, fd, TOKEN(i));
+			ret = luo_session_preserve_fd(session, fd, TOKEN(i));
 		ksft_test_result(!ret, "stage1_preserve_function_of_a_shared_device_set %s (%s)\n",
 				 devs[i].bdf, strerror(-ret));
 	}
@@ -185,7 +183,7 @@ static int stage1(void)
 /* Retrieve device @i; its status read from the device before anyone binds it. */
 static int retrieve_and_read(int session, int i, int *status)
 {
-	int fd = vfio_lu_retrieve(session, TOKEN(i));
+	int fd = luo_session_retrieve_fd(session, TOKEN(i));
 
 	*status = fd < 0 ? fd : vfio_lu_virtio_status_sysfs(devs[i].bdf);
 	return fd;
@@ -239,7 +237,7 @@ static void abandoned_session_released(void)
 	if (fd >= 0)
 		close(fd);
 	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	session = luo < 0 ? -errno : vfio_lu_retrieve_session(luo, ABANDONED);
+	session = luo < 0 ? -errno : luo_retrieve_session(luo, ABANDONED);
 	ksft_test_result(session >= 0,
 			 "stage2_administrator_retrieves_the_abandoned_session (%s)\n",
 			 strerror(session < 0 ? -session : 0));
@@ -254,20 +252,18 @@ static void abandoned_session_released(void)
 		close(fd);
 }
 
-static int stage2(void)
+static void stage2(int luo, int state)
 {
 	bool serial = vfio_lu_param_on("serial_reset");
-	int luo, session, iommufd, ret, i, status;
+	int session, iommufd, ret, i, status;
 	int fds[NDEVS] = { -1, -1, -1 }, fns[NFN] = { -1, -1 };
 	char needle[200];
 	int kmsg;
 
 	find_devices();
 	ksft_set_plan(6 + NFN + 2 * NDEVS + 2 * vfio_lu_param_on("bind_preserved"));
-	luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	if (luo < 0)
-		ksft_exit_fail_msg("open /dev/liveupdate: %s\n", strerror(errno));
-	session = vfio_lu_retrieve_session(luo, SESSION_NAME);
+	vfio_lu_state_done(state);
+	session = luo_retrieve_session(luo, SESSION_NAME);
 	if (session < 0)
 		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
 	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
@@ -305,7 +301,7 @@ static int stage2(void)
 				close(kmsg);
 		}
 		kmsg = vfio_lu_kmsg_open();
-		ret = vfio_lu_retrieve(session, TOKEN(2));
+		ret = luo_session_retrieve_fd(session, TOKEN(2));
 		ksft_test_result(ret == -EIO,
 				 "stage2_retrieve_refused_when_reset_fails_again %s (%s)\n",
 				 devs[2].bdf, strerror(ret < 0 ? -ret : 0));
@@ -340,12 +336,12 @@ static int stage2(void)
 	if (kmsg >= 0)
 		close(kmsg);
 	for (i = 0; i < NDEVS; i++)
-		if (fds[i] >= 0 && vfio_lu_bind(fds[i], iommufd))
+		if (fds[i] >= 0 && __vfio_device_bind_iommufd(fds[i], iommufd, NULL))
 			ksft_print_msg("%s: bind: %s\n", devs[i].bdf, strerror(errno));
 	for (i = 0; i < NFN; i++)
-		if (fns[i] >= 0 && vfio_lu_bind(fns[i], iommufd))
+		if (fns[i] >= 0 && __vfio_device_bind_iommufd(fns[i], iommufd, NULL))
 			ksft_print_msg("%s: bind: %s\n", devs[FN0 + i].bdf, strerror(errno));
-	ret = vfio_lu_finish(session);
+	ret = luo_session_finish(session);
 	ksft_test_result(!ret, "stage2_reset_session_finishes (%s)\n", strerror(-ret));
 	for (i = 0; i < NDEVS; i++)
 		if (fds[i] >= 0)
@@ -366,11 +362,6 @@ static int stage2(void)
 int main(int argc, char **argv)
 {
 	ksft_print_header();
-	switch (vfio_lu_stage_arg(argc, argv)) {
-	case 1:
-		return stage1();
-	case 2:
-		return stage2();
-	}
-	ksft_exit_fail_msg("usage: %s -s 1|2\n", argv[0]);
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
+	return luo_test(argc, argv, STATE_SESSION, stage1, stage2);
 }

@@ -39,24 +39,30 @@
 #define UNLOADS		50
 #define UNLOADS_SERIAL	5
 
+/* The devices given on the command line or in $VFIO_SELFTESTS_BDF. */
+static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+static int ndevs;
+
 FIXTURE(stress) {
-	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+	struct vfio_lu_dev *devs;
+	struct iommu *iommu;		/* libvfio: an iommufd and its IOAS */
 	int ndevs, luo, iommufd;
 };
 
 FIXTURE_SETUP(stress)
 {
-	self->ndevs = vfio_lu_find_devs(self->devs, VFIO_LU_MAX_DEVS);
-	ASSERT_LE(2, self->ndevs) TH_LOG("need two devices, found %d", self->ndevs);
-	self->luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, self->luo) TH_LOG("open /dev/liveupdate: %s", strerror(errno));
-	self->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, self->iommufd) TH_LOG("open /dev/iommu: %s", strerror(errno));
+	self->devs = devs;
+	self->ndevs = ndevs;
+	ASSERT_LE(2, self->ndevs) TH_LOG("need two devices, %d given", self->ndevs);
+	self->luo = luo_open_device();
+	ASSERT_LE(0, self->luo) TH_LOG("open " LUO_DEVICE ": %s", strerror(errno));
+	self->iommu = iommu_init(MODE_IOMMUFD);
+	self->iommufd = self->iommu->iommufd;
 }
 
 FIXTURE_TEARDOWN(stress)
 {
-	close(self->iommufd);
+	iommu_cleanup(self->iommu);
 	close(self->luo);
 }
 
@@ -66,10 +72,10 @@ static int preserve_cycles(int luo, int fd, const char *name, int cycles)
 	int i, session, ret;
 
 	for (i = 0; i < cycles; i++) {
-		session = vfio_lu_create_session(luo, name);
+		session = luo_create_session(luo, name);
 		if (session < 0)
 			return session;
-		ret = vfio_lu_preserve(session, fd, TOKEN);
+		ret = luo_session_preserve_fd(session, fd, TOKEN);
 		close(session);
 		if (ret)
 			return ret;
@@ -139,20 +145,20 @@ TEST_F_TIMEOUT(stress, close_device_fd_while_preserved, TIMEOUT_S)
 	int before = vfio_lu_module_refcnt(), session, fd2;
 
 	ASSERT_LE(0, fd);
-	session = vfio_lu_create_session(self->luo, "vfio-lu-stress-close");
+	session = luo_create_session(self->luo, "vfio-lu-stress-close");
 	ASSERT_LE(0, session);
-	ASSERT_EQ(0, vfio_lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(session, fd, TOKEN));
 	close(fd);
 	/* One for the file, one for the handler's list of preserved devices. */
 	EXPECT_EQ(before + 2, vfio_lu_module_refcnt());
 
 	fd2 = vfio_lu_open_cdev(self->devs[0].bdf);
 	ASSERT_LE(0, fd2);
-	EXPECT_EQ(-EINVAL, vfio_lu_bind(fd2, self->iommufd));
+	EXPECT_EQ(-EINVAL, __vfio_device_bind_iommufd(fd2, self->iommufd, NULL));
 
 	close(session);
 	EXPECT_EQ(before, vfio_lu_module_refcnt());
-	EXPECT_EQ(0, vfio_lu_bind(fd2, self->iommufd));
+	EXPECT_EQ(0, __vfio_device_bind_iommufd(fd2, self->iommufd, NULL));
 	EXPECT_TRUE(device_info_works(fd2));
 	close(fd2);
 }
@@ -178,9 +184,9 @@ TEST_F_TIMEOUT(stress, unbind_vfio_pci_while_preserved, TIMEOUT_S)
 	pid_t pid;
 
 	ASSERT_LE(0, fd);
-	session = vfio_lu_create_session(self->luo, "vfio-lu-stress-unbind");
+	session = luo_create_session(self->luo, "vfio-lu-stress-unbind");
 	ASSERT_LE(0, session);
-	ASSERT_EQ(0, vfio_lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(session, fd, TOKEN));
 
 	pid = fork();
 	ASSERT_LE(0, pid);
@@ -262,9 +268,9 @@ TEST_F_TIMEOUT(stress, kexec_refused_with_a_device_in_d3hot, TIMEOUT_S)
 	fd = vfio_lu_bound_cdev(bdf, self->iommufd);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &cfg));
-	session = vfio_lu_create_session(self->luo, "vfio-lu-stress-d3");
+	session = luo_create_session(self->luo, "vfio-lu-stress-d3");
 	ASSERT_LE(0, session);
-	ASSERT_EQ(0, vfio_lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(session, fd, TOKEN));
 	ASSERT_EQ(0, set_power_state(fd, cfg.offset, PM_D3HOT));
 
 	kmsg = vfio_lu_kmsg_open();
@@ -360,10 +366,10 @@ TEST_F_TIMEOUT(stress, racing_vmm_calls_do_not_undo_a_freeze, TIMEOUT_S)
 	ASSERT_EQ(0, ioctl(fd0, VFIO_DEVICE_GET_REGION_INFO, &cfg));
 	ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
 	for (i = 0; i < RACES; i++) {
-		session = vfio_lu_create_session(self->luo, "vfio-lu-stress-race");
+		session = luo_create_session(self->luo, "vfio-lu-stress-race");
 		ASSERT_LE(0, session);
-		ASSERT_EQ(0, vfio_lu_preserve(session, fd0, TOKEN));
-		ASSERT_EQ(0, vfio_lu_preserve(session, fd1, TOKEN + 1));
+		ASSERT_EQ(0, luo_session_preserve_fd(session, fd0, TOKEN));
+		ASSERT_EQ(0, luo_session_preserve_fd(session, fd1, TOKEN + 1));
 		if (vfio_lu_last_reset(bdf, &prev))
 			prev.seq = 0;
 		r = (struct racer){ .fd = fd0, .cmd_off = cfg.offset + PCI_COMMAND };
@@ -419,16 +425,17 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 	/* The last device refuses the kexec, after the first froze. */
 	ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
 	for (i = 0; i < rounds; i++) {
-		session = vfio_lu_create_session(self->luo, "vfio-lu-stress-unload");
+		session = luo_create_session(self->luo, "vfio-lu-stress-unload");
 		ASSERT_LE(0, session);
-		ASSERT_EQ(0, vfio_lu_preserve(session, fd0, TOKEN));
-		ASSERT_EQ(0, vfio_lu_preserve(session, fd1, TOKEN + 1));
+		ASSERT_EQ(0, luo_session_preserve_fd(session, fd0, TOKEN));
+		ASSERT_EQ(0, luo_session_preserve_fd(session, fd1, TOKEN + 1));
 		ret = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
 			      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0;
 		ASSERT_EQ(-EBUSY, ret) TH_LOG("round %d", i);
 		close(session);
 		ret = syscall(SYS_delete_module, VFIO_LU_MODULE, O_NONBLOCK) ? -errno : 0;
 		ASSERT_EQ(0, ret) TH_LOG("round %d: unload: %s", i, strerror(-ret));
+		vfio_lu_trace_next_load();
 		modfd = open(VFIO_LU_MODULE_PATH, O_RDONLY | O_CLOEXEC);
 		ASSERT_LE(0, modfd);
 		ret = syscall(SYS_finit_module, modfd, params, 0) ? -errno : 0;
@@ -440,4 +447,8 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 	close(fd0);
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
+	return test_harness_run(argc, argv);
+}

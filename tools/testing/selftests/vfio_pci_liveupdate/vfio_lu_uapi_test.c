@@ -7,7 +7,6 @@
  * closing a session unpreserves its files.
  */
 #define _GNU_SOURCE
-#include <libgen.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -16,28 +15,31 @@
 
 #define TOKEN	0x7666696fULL
 
+/* The devices given on the command line or in $VFIO_SELFTESTS_BDF. */
+static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
+static int ndevs;
+
 FIXTURE(luo) {
-	struct vfio_lu_dev dev;		/* the first emulated device */
+	struct vfio_lu_dev dev;		/* the first device given */
+	struct iommu *iommu;		/* libvfio: an iommufd and its IOAS */
 	int luo, session, iommufd;
 };
 
 FIXTURE_SETUP(luo)
 {
-	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
-
-	ASSERT_LT(0, vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS));
+	ASSERT_LT(0, ndevs);
 	self->dev = devs[0];
-	self->luo = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, self->luo) TH_LOG("open /dev/liveupdate: %s", strerror(errno));
-	self->session = vfio_lu_create_session(self->luo, "vfio-lu-uapi");
+	self->luo = luo_open_device();
+	ASSERT_LE(0, self->luo) TH_LOG("open " LUO_DEVICE ": %s", strerror(errno));
+	self->session = luo_create_session(self->luo, "vfio-lu-uapi");
 	ASSERT_LE(0, self->session) TH_LOG("create session: %s", strerror(-self->session));
-	self->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, self->iommufd) TH_LOG("open /dev/iommu: %s", strerror(errno));
+	self->iommu = iommu_init(MODE_IOMMUFD);
+	self->iommufd = self->iommu->iommufd;
 }
 
 FIXTURE_TEARDOWN(luo)
 {
-	close(self->iommufd);
+	iommu_cleanup(self->iommu);
 	close(self->session);
 	close(self->luo);
 }
@@ -47,7 +49,7 @@ TEST_F(luo, preserve_cdev_fd)
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd);
 
 	ASSERT_LE(0, fd);
-	EXPECT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	EXPECT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 	close(fd);
 }
 
@@ -61,7 +63,7 @@ TEST_F(luo, module_pinned_only_while_preserved)
 
 	ASSERT_LE(0, fd);
 	ASSERT_LE(0, before);
-	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 	/* One for the file, one for the handler's list of preserved devices. */
 	EXPECT_EQ(before + 2, vfio_lu_module_refcnt());
 	close(self->session);
@@ -73,38 +75,30 @@ TEST_F(luo, module_pinned_only_while_preserved)
 /* A device file from VFIO_GROUP_GET_DEVICE_FD: no handler takes it. */
 TEST_F(luo, group_device_fd_refused)
 {
-	char path[PATH_MAX], link[PATH_MAX], group[PATH_MAX];
-	struct vfio_group_status status = { .argsz = sizeof(status) };
-	int container, groupfd, devfd;
-	ssize_t n;
+	struct iommu *type1 = iommu_init(MODE_VFIO_TYPE1V2_IOMMU);
+	struct vfio_pci_device *device = vfio_pci_device_alloc(self->dev.bdf, type1);
+	int container = type1->container_fd, groupfd, devfd;
 
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/iommu_group", self->dev.bdf);
-	n = readlink(path, link, sizeof(link) - 1);
-	ASSERT_LT(0, n) TH_LOG("%s: no IOMMU group", self->dev.bdf);
-	link[n] = '\0';
-	snprintf(group, sizeof(group), "/dev/vfio/%s", basename(link));
-
-	container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, container) TH_LOG("open /dev/vfio/vfio: %s", strerror(errno));
-	groupfd = open(group, O_RDWR | O_CLOEXEC);
-	ASSERT_LE(0, groupfd) TH_LOG("open %s: %s", group, strerror(errno));
-	ASSERT_EQ(0, ioctl(groupfd, VFIO_GROUP_GET_STATUS, &status));
-	ASSERT_TRUE(status.flags & VFIO_GROUP_FLAGS_VIABLE);
-	ASSERT_EQ(0, ioctl(groupfd, VFIO_GROUP_SET_CONTAINER, &container))
-		TH_LOG("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
-	ASSERT_EQ(0, ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
-		TH_LOG("VFIO_SET_IOMMU: %s", strerror(errno));
-	devfd = ioctl(groupfd, VFIO_GROUP_GET_DEVICE_FD, self->dev.bdf);
+	/*
+	 * libvfio's group and container path, up to the device file: the
+	 * group (viable) in a type1v2 container, VFIO_GROUP_GET_DEVICE_FD.
+	 */
+	vfio_pci_group_setup(device, self->dev.bdf);
+	vfio_container_set_iommu(device);
+	__vfio_pci_group_get_device_fd(device, self->dev.bdf, NULL);
+	groupfd = device->group_fd;
+	devfd = device->fd;
 	ASSERT_LE(0, devfd) TH_LOG("VFIO_GROUP_GET_DEVICE_FD: %s", strerror(errno));
 
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, devfd, TOKEN));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, devfd, TOKEN));
 	/* Nor the group file itself, nor the container. */
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, groupfd, TOKEN + 1));
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, container, TOKEN + 2));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, groupfd, TOKEN + 1));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, container, TOKEN + 2));
 
 	close(devfd);
 	close(groupfd);
-	close(container);
+	vfio_pci_device_free(device);
+	iommu_cleanup(type1);
 }
 
 /* A file no handler knows: a pipe. And iommufd, which has no handler here. */
@@ -113,9 +107,9 @@ TEST_F(luo, non_vfio_fd_refused)
 	int p[2];
 
 	ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, p[0], TOKEN));
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, self->iommufd, TOKEN));
-	EXPECT_EQ(-EBADF, vfio_lu_preserve(self->session, 1000, TOKEN));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, p[0], TOKEN));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, self->iommufd, TOKEN));
+	EXPECT_EQ(-EBADF, luo_session_preserve_fd(self->session, 1000, TOKEN));
 	close(p[0]);
 	close(p[1]);
 }
@@ -125,13 +119,13 @@ TEST_F(luo, same_fd_twice_refused)
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2;
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 	/* The same file under another token: LUO tracks preserved files. */
-	EXPECT_EQ(-EBUSY, vfio_lu_preserve(self->session, fd, TOKEN + 1));
+	EXPECT_EQ(-EBUSY, luo_session_preserve_fd(self->session, fd, TOKEN + 1));
 	/* A token already used in the session. */
 	fd2 = memfd_create("vfio-lu-uapi", MFD_CLOEXEC);
 	ASSERT_LE(0, fd2);
-	EXPECT_EQ(-EEXIST, vfio_lu_preserve(self->session, fd2, TOKEN));
+	EXPECT_EQ(-EEXIST, luo_session_preserve_fd(self->session, fd2, TOKEN));
 	close(fd2);
 	close(fd);
 }
@@ -141,14 +135,14 @@ TEST_F(luo, closing_the_session_unpreserves)
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), session2;
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 	close(self->session);
 	self->session = -1;
 
 	/* The same file can be preserved again, in a new session. */
-	session2 = vfio_lu_create_session(self->luo, "vfio-lu-uapi-2");
+	session2 = luo_create_session(self->luo, "vfio-lu-uapi-2");
 	ASSERT_LE(0, session2);
-	EXPECT_EQ(0, vfio_lu_preserve(session2, fd, TOKEN));
+	EXPECT_EQ(0, luo_session_preserve_fd(session2, fd, TOKEN));
 	close(session2);
 	close(fd);
 }
@@ -159,23 +153,18 @@ TEST_F(luo, closing_the_session_unpreserves)
  */
 TEST_F(luo, second_file_of_a_device_refused)
 {
-	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2, kmsg;
-	char needle[160];
+	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2;
 
 	ASSERT_LE(0, fd);
 	fd2 = vfio_lu_open_cdev(self->dev.bdf);
 	ASSERT_LE(0, fd2);
-	session2 = vfio_lu_create_session(self->luo, "vfio-lu-uapi-2");
+	session2 = luo_create_session(self->luo, "vfio-lu-uapi-2");
 	ASSERT_LE(0, session2);
-	ASSERT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	ASSERT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 
-	kmsg = vfio_lu_kmsg_open();
-	EXPECT_EQ(-EBUSY, vfio_lu_preserve(self->session, fd2, TOKEN + 1));
-	snprintf(needle, sizeof(needle),
-		 "%s: live update: cannot preserve: another file of this device is preserved already",
-		 self->dev.bdf);
-	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
-	EXPECT_EQ(-EBUSY, vfio_lu_preserve(session2, fd2, TOKEN));
+	/* LUO refuses it: the handler's get_id names the device, not the file. */
+	EXPECT_EQ(-EBUSY, luo_session_preserve_fd(self->session, fd2, TOKEN + 1));
+	EXPECT_EQ(-EBUSY, luo_session_preserve_fd(session2, fd2, TOKEN));
 
 	/*
 	 * The first file's session closed and the file closed: the device is
@@ -184,10 +173,8 @@ TEST_F(luo, second_file_of_a_device_refused)
 	close(self->session);
 	self->session = -1;
 	close(fd);
-	ASSERT_EQ(0, vfio_lu_bind(fd2, self->iommufd));
-	EXPECT_EQ(0, vfio_lu_preserve(session2, fd2, TOKEN));
-	if (kmsg >= 0)
-		close(kmsg);
+	ASSERT_EQ(0, __vfio_device_bind_iommufd(fd2, self->iommufd, NULL));
+	EXPECT_EQ(0, luo_session_preserve_fd(session2, fd2, TOKEN));
 	close(session2);
 	close(fd2);
 }
@@ -204,26 +191,23 @@ TEST_F(luo, unbound_cdev_fd_refused)
 	char needle[160];
 
 	ASSERT_LE(0, fd);
-	EXPECT_EQ(-EBADFD, vfio_lu_preserve(self->session, fd, TOKEN));
+	EXPECT_EQ(-EBADFD, luo_session_preserve_fd(self->session, fd, TOKEN));
 	snprintf(needle, sizeof(needle),
 		 "%s: live update: cannot preserve: the file is not bound to iommufd",
 		 self->dev.bdf);
 	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
 	/* Nothing of the refused file stays behind: bound, it is preserved. */
-	ASSERT_EQ(0, vfio_lu_bind(fd, self->iommufd));
-	EXPECT_EQ(0, vfio_lu_preserve(self->session, fd, TOKEN));
+	ASSERT_EQ(0, __vfio_device_bind_iommufd(fd, self->iommufd, NULL));
+	EXPECT_EQ(0, luo_session_preserve_fd(self->session, fd, TOKEN));
 	if (kmsg >= 0)
 		close(kmsg);
 	close(fd);
 }
 
-/* The first device with this vendor:device, or NULL. */
+/* The first device given with this vendor:device, or NULL. */
 static const char *find_dev(unsigned int vendor, unsigned int device, char *bdf, size_t len)
 {
-	struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
-	int n = vfio_lu_find_devs(devs, VFIO_LU_MAX_DEVS);
-
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < ndevs; i++)
 		if (devs[i].vendor == vendor && devs[i].device == device) {
 			snprintf(bdf, len, "%s", devs[i].bdf);
 			return bdf;
@@ -238,19 +222,14 @@ static const char *find_dev(unsigned int vendor, unsigned int device, char *bdf,
  */
 TEST_F(luo, sriov_vf_refused)
 {
-	char pf[32], vf[32], path[PATH_MAX], link[PATH_MAX], needle[128];
+	char pf[32], path[PATH_MAX], needle[128];
+	char *vf;
 	int fd, kmsg;
-	ssize_t n;
 
 	ASSERT_NE(NULL, find_dev(0x8086, 0x10c9, pf, sizeof(pf))) TH_LOG("no igb in the test bed");
 	ASSERT_EQ(0, vfio_lu_write_file("/sys/module/vfio_pci/parameters/enable_sriov", "Y"));
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/sriov_numvfs", pf);
-	ASSERT_EQ(0, vfio_lu_write_file(path, "1"));
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/virtfn0", pf);
-	n = readlink(path, link, sizeof(link) - 1);
-	ASSERT_LT(0, n);
-	link[n] = '\0';
-	snprintf(vf, sizeof(vf), "%s", strrchr(link, '/') + 1);
+	sysfs_sriov_numvfs_set(pf, 1);
+	vf = sysfs_sriov_vf_bdf_get(pf, 0);
 	snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver_override", vf);
 	ASSERT_EQ(0, vfio_lu_write_file(path, "vfio-pci"));
 	ASSERT_EQ(0, vfio_lu_write_file(PCI_DEVICES "/../drivers_probe", vf));
@@ -258,15 +237,19 @@ TEST_F(luo, sriov_vf_refused)
 	fd = vfio_lu_open_cdev(vf);
 	ASSERT_LE(0, fd) TH_LOG("%s: cdev open: %s", vf, strerror(-fd));
 	kmsg = vfio_lu_kmsg_open();
-	EXPECT_EQ(-ENOENT, vfio_lu_preserve(self->session, fd, TOKEN));
+	EXPECT_EQ(-ENOENT, luo_session_preserve_fd(self->session, fd, TOKEN));
 	snprintf(needle, sizeof(needle), "%s: live update: SR-IOV VFs cannot be preserved", vf);
 	EXPECT_TRUE(kmsg >= 0 && vfio_lu_kmsg_has(kmsg, needle)) TH_LOG("no log line '%s'", needle);
 	if (kmsg >= 0)
 		close(kmsg);
 	close(fd);
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/sriov_numvfs", pf);
-	EXPECT_EQ(0, vfio_lu_write_file(path, "0"));
+	free(vf);
+	sysfs_sriov_numvfs_set(pf, 0);
 	vfio_lu_write_file("/sys/module/vfio_pci/parameters/enable_sriov", "N");
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
+	return test_harness_run(argc, argv);
+}

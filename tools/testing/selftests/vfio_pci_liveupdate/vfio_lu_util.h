@@ -1,12 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Helpers shared by the guest programs of the vfio-pci live update tests:
- * kernel command line parameters, the emulated PCI devices under test, and
- * small sysfs accessors.
+ * Helpers shared by the guest programs of the vfio-pci live update tests, on
+ * top of the kernel's selftest libraries: libvfio (devices by BDF, sysfs and
+ * cdev look-ups, VFIO_DEVICE_BIND_IOMMUFD) and libliveupdate (LUO sessions
+ * and the stage 1 / stage 2 driver, luo_test()). What is here is what the
+ * libraries do not do, or do only by exiting on an error that a test
+ * expects: the module's debugfs knobs, kernel command line parameters, the
+ * virtio status register, raw opens whose errno is the result.
  *
  * The host runner (vmtest.sh) passes on the kernel command line:
  *   vfio_lu_stage=1|2       which stage of the two-stage test runs
  *   vfio_lu_devs=V:D,V:D,...  one vendor:device entry per emulated device
+ * (and vfio_lu_fault_devs=, vfio_lu_reset_devs= for two tests' own devices).
+ * init binds those devices to vfio-pci and hands their BDFs to the tests, on
+ * the command line ("$VFIO_LU_BDFS" in a list) and in the environment
+ * (VFIO_SELFTESTS_BDF, VFIO_LU_BDFS, VFIO_LU_FAULT_BDFS, VFIO_LU_RESET_BDFS).
  */
 #ifndef VFIO_LU_UTIL_H
 #define VFIO_LU_UTIL_H
@@ -29,9 +37,13 @@
 #include <linux/liveupdate.h>
 #include <linux/vfio.h>
 
+#include <libliveupdate.h>
+#include <libvfio.h>
+
 #define VFIO_LU_MAX_DEVS	64
 #define VFIO_LU_MODULE		"vfio_pci_liveupdate"
-#define VFIO_LU_MODULE_PATH	"/lib/modules/" VFIO_LU_MODULE ".ko"
+#define VFIO_LU_MODULES_DIR	"/lib/modules"
+#define VFIO_LU_MODULE_PATH	VFIO_LU_MODULES_DIR "/" VFIO_LU_MODULE ".ko"
 #define PCI_DEVICES		"/sys/bus/pci/devices"
 
 struct vfio_lu_dev {
@@ -39,6 +51,25 @@ struct vfio_lu_dev {
 	unsigned int vendor;
 	unsigned int device;
 };
+
+/*
+ * The module is not loaded: have the tracing enable its events when it is
+ * loaded again (set_event's ":mod:" is kept until then), as init enabled
+ * them at the first load; the host's report reads them from the console.
+ * Appends, so that other enabled events stay on; quietly does nothing
+ * without tracefs.
+ */
+static inline void vfio_lu_trace_next_load(void)
+{
+	static const char cmd[] = ":mod:" VFIO_LU_MODULE;
+	int fd = open("/sys/kernel/tracing/set_event", O_WRONLY | O_APPEND | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (write(fd, cmd, sizeof(cmd) - 1) < 0)
+			perror("set_event");
+		close(fd);
+	}
+}
 
 /* Read a small sysfs/proc file into @buf, without the trailing newline. */
 static inline int vfio_lu_read_file(const char *path, char *buf, size_t len)
@@ -151,152 +182,83 @@ static inline int vfio_lu_sysfs_hex(const char *bdf, const char *attr,
 	return 0;
 }
 
-static inline int vfio_lu_bdf_cmp(const void *a, const void *b)
+/* @bdf with its vendor and device IDs from sysfs (0 where unreadable). */
+static inline void vfio_lu_dev_of(const char *bdf, struct vfio_lu_dev *d)
 {
-	return strcmp(((const struct vfio_lu_dev *)a)->bdf,
-		      ((const struct vfio_lu_dev *)b)->bdf);
+	memset(d, 0, sizeof(*d));
+	snprintf(d->bdf, sizeof(d->bdf), "%s", bdf);
+	if (vfio_lu_sysfs_hex(d->bdf, "vendor", &d->vendor) ||
+	    vfio_lu_sysfs_hex(d->bdf, "device", &d->device))
+		fprintf(stderr, "# %s: no vendor/device in sysfs\n", bdf);
 }
 
 /*
- * The PCI devices whose vendor:device is one of those the host asked for in
- * kernel parameter @key, sorted by BDF. Returns how many, or a negative errno.
+ * The test's devices, as the VFIO selftests take them (libvfio): the BDFs at
+ * the end of the command line, which are taken off @argc, or else
+ * $VFIO_SELFTESTS_BDF; without either the program exits with KSFT_SKIP.
+ * Returns how many, in the order given.
  */
-static inline int vfio_lu_find_devs_of(const char *key, struct vfio_lu_dev *devs, int max)
+static inline int vfio_lu_devs_from_args(int *argc, char **argv,
+					 struct vfio_lu_dev *devs, int max)
 {
-	unsigned int ids[VFIO_LU_MAX_DEVS][2];
-	int nids, n = 0, i;
-	struct dirent *de;
-	DIR *dir;
+	char **bdfs;
+	int n, i;
 
-	nids = vfio_lu_wanted_ids(key, ids, VFIO_LU_MAX_DEVS);
-	if (nids < 0)
-		return nids;
-	dir = opendir(PCI_DEVICES);
-	if (!dir)
-		return -errno;
-	while ((de = readdir(dir)) && n < max) {
-		struct vfio_lu_dev d = {};
-
-		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(d.bdf))
-			continue;
-		strcpy(d.bdf, de->d_name);
-		if (vfio_lu_sysfs_hex(d.bdf, "vendor", &d.vendor) ||
-		    vfio_lu_sysfs_hex(d.bdf, "device", &d.device))
-			continue;
-		for (i = 0; i < nids; i++) {
-			if (ids[i][0] == d.vendor && ids[i][1] == d.device) {
-				devs[n++] = d;
-				break;
-			}
-		}
-	}
-	closedir(dir);
-	qsort(devs, n, sizeof(*devs), vfio_lu_bdf_cmp);
+	bdfs = vfio_selftests_get_bdfs(argc, argv, &n);
+	if (n > max)
+		n = max;
+	for (i = 0; i < n; i++)
+		vfio_lu_dev_of(bdfs[i], &devs[i]);
 	return n;
 }
 
-/* The tests' devices (vfio_lu_devs), sorted by BDF. */
-static inline int vfio_lu_find_devs(struct vfio_lu_dev *devs, int max)
+/*
+ * The devices in environment variable @var (BDFs separated by spaces, as
+ * init sets VFIO_LU_FAULT_BDFS and VFIO_LU_RESET_BDFS): how many, 0 if unset.
+ */
+static inline int vfio_lu_devs_from_env(const char *var, struct vfio_lu_dev *devs, int max)
 {
-	return vfio_lu_find_devs_of("vfio_lu_devs", devs, max);
+	const char *val = getenv(var);
+	char list[1024], *tok, *save;
+	int n = 0;
+
+	if (!val)
+		return 0;
+	snprintf(list, sizeof(list), "%s", val);
+	for (tok = strtok_r(list, " ", &save); tok && n < max; tok = strtok_r(NULL, " ", &save))
+		vfio_lu_dev_of(tok, &devs[n++]);
+	return n;
 }
 
-/* Name of the driver bound to @bdf into @drv ("" if none). */
+/* Name of the driver bound to @bdf into @drv ("" if none), from libvfio. */
 static inline void vfio_lu_driver(const char *bdf, char *drv, size_t len)
 {
-	char path[PATH_MAX], target[PATH_MAX];
-	ssize_t n;
+	char *name = sysfs_driver_get(bdf);
 
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/driver", bdf);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0) {
-		drv[0] = '\0';
-		return;
-	}
-	target[n] = '\0';
-	snprintf(drv, len, "%s", strrchr(target, '/') + 1);
+	snprintf(drv, len, "%s", name ? name : "");
+	free(name);
 }
 
-/* "/dev/vfio/devices/vfioN" of a device bound to vfio-pci. */
-static inline int vfio_lu_cdev_path(const char *bdf, char *out, size_t len)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	int ret = -ENOENT;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/vfio-dev", bdf);
-	dir = opendir(path);
-	if (!dir)
-		return -errno;
-	while ((de = readdir(dir))) {
-		if (!strncmp(de->d_name, "vfio", 4)) {
-			snprintf(out, len, "/dev/vfio/devices/%s", de->d_name);
-			ret = 0;
-			break;
-		}
-	}
-	closedir(dir);
-	return ret;
-}
-
-/* LUO: a new session named @name, its fd or -errno. */
-static inline int vfio_lu_create_session(int luo, const char *name)
-{
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
-	return ioctl(luo, LIVEUPDATE_IOCTL_CREATE_SESSION, &arg) ? -errno : arg.fd;
-}
-
-/* LUO: the incoming session named @name, its fd or -errno. */
-static inline int vfio_lu_retrieve_session(int luo, const char *name)
-{
-	struct liveupdate_ioctl_retrieve_session arg = { .size = sizeof(arg) };
-
-	snprintf((char *)arg.name, sizeof(arg.name), "%s", name);
-	return ioctl(luo, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg) ? -errno : arg.fd;
-}
-
-/* LIVEUPDATE_SESSION_PRESERVE_FD: 0 or -errno. */
-static inline int vfio_lu_preserve(int session, int fd, __u64 token)
-{
-	struct liveupdate_session_preserve_fd arg = {
-		.size = sizeof(arg), .fd = fd, .token = token,
-	};
-
-	return ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &arg) ? -errno : 0;
-}
-
-/* LIVEUPDATE_SESSION_RETRIEVE_FD: the new fd or -errno. */
-static inline int vfio_lu_retrieve(int session, __u64 token)
-{
-	struct liveupdate_session_retrieve_fd arg = {
-		.size = sizeof(arg), .token = token,
-	};
-
-	return ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &arg) ? -errno : arg.fd;
-}
-
-/* LIVEUPDATE_SESSION_FINISH: 0 or -errno. */
-static inline int vfio_lu_finish(int session)
-{
-	struct liveupdate_session_finish arg = { .size = sizeof(arg) };
-
-	return ioctl(session, LIVEUPDATE_SESSION_FINISH, &arg) ? -errno : 0;
-}
-
-/* Open the VFIO cdev of @bdf: the fd or -errno. */
+/*
+ * Open the VFIO cdev of @bdf: the fd or -errno. libvfio finds the cdev, and
+ * exits if there is none: a device not bound to vfio-pci (no vfio-dev in
+ * sysfs) is -ENODEV here, a refused open the errno of open().
+ */
 static inline int vfio_lu_open_cdev(const char *bdf)
 {
-	char cdev[PATH_MAX];
-	int ret, fd;
+	char path[PATH_MAX];
+	const char *cdev;
+	int fd;
 
-	ret = vfio_lu_cdev_path(bdf, cdev, sizeof(cdev));
-	if (ret)
-		return ret;
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/vfio-dev", bdf);
+	if (access(path, F_OK))
+		return -ENODEV;
+	cdev = vfio_pci_get_cdev_path(bdf);
 	fd = open(cdev, O_RDWR | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		fd = -errno;
+	free((void *)cdev);
+	return fd;
 }
 
 /* Whether the cdev of each of the @n devices opens (each closed again); -errno of the first not. */
@@ -320,16 +282,10 @@ static inline int vfio_lu_cdevs_open(const struct vfio_lu_dev *devs, int n)
  */
 static inline int vfio_lu_group_device_fd(const char *bdf)
 {
-	char path[PATH_MAX], link[PATH_MAX];
+	char path[PATH_MAX];
 	int groupfd, fd;
-	ssize_t n;
 
-	snprintf(path, sizeof(path), PCI_DEVICES "/%s/iommu_group", bdf);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return -errno;
-	link[n] = '\0';
-	snprintf(path, sizeof(path), "/dev/vfio/%s", strrchr(link, '/') + 1);
+	snprintf(path, sizeof(path), "/dev/vfio/%d", sysfs_iommu_group_get(bdf));
 	groupfd = open(path, O_RDWR | O_CLOEXEC);
 	if (groupfd < 0)
 		return -errno;
@@ -354,16 +310,6 @@ static inline int vfio_lu_group_device_fd(const char *bdf)
 /* The module's bind_preserved log lines up to then, kept by init. */
 #define VFIO_LU_AT_LOAD_LOG	"/tmp/vfio-lu-at-load.log"
 
-/* VFIO_DEVICE_BIND_IOMMUFD of @devfd to @iommufd: 0 or -errno. */
-static inline int vfio_lu_bind(int devfd, int iommufd)
-{
-	struct vfio_device_bind_iommufd bind = {
-		.argsz = sizeof(bind), .iommufd = iommufd,
-	};
-
-	return ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind) ? -errno : 0;
-}
-
 /* An open cdev file of @bdf, bound to @iommufd, or -errno. */
 static inline int vfio_lu_bound_cdev(const char *bdf, int iommufd)
 {
@@ -371,7 +317,7 @@ static inline int vfio_lu_bound_cdev(const char *bdf, int iommufd)
 
 	if (fd < 0)
 		return fd;
-	ret = vfio_lu_bind(fd, iommufd);
+	ret = __vfio_device_bind_iommufd(fd, iommufd, NULL);
 	if (ret) {
 		close(fd);
 		return ret;
@@ -440,6 +386,33 @@ static inline int vfio_lu_hold_fds_for_kexec(void)
 			pause();
 	}
 	return pid;
+}
+
+/*
+ * The two-stage programs run under libliveupdate's stage driver, luo_test():
+ * it takes "-s 1|2", opens /dev/liveupdate and checks the stage asked for
+ * against the program's own state session, which stage 1 creates
+ * (vfio_lu_state_create(), held by vfio_lu_hold_fds_for_kexec()'s child
+ * through the kexec) and stage 2 ends (vfio_lu_state_done()).
+ */
+#define VFIO_LU_STATE_TOKEN	0x5741
+
+static inline void vfio_lu_state_create(int luo, const char *name)
+{
+	create_state_file(luo, name, VFIO_LU_STATE_TOKEN, 2);
+}
+
+/* Stage 2: the state session says stage 2; it is finished and closed. */
+static inline void vfio_lu_state_done(int state)
+{
+	int stage;
+
+	restore_and_read_stage(state, VFIO_LU_STATE_TOKEN, &stage);
+	if (stage != 2)
+		fail_exit("the state session says stage %d, not 2", stage);
+	if (luo_session_finish(state))
+		fail_exit("finishing the state session");
+	close(state);
 }
 
 /* The kernel log from now on: a /dev/kmsg reader past the current end. */

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the new kernel does with a preserved device before its file is retrieved.
+//!
+//! Until a device's retrieved file is bound (`VFIO_DEVICE_BIND_IOMMUFD`), or its file finished,
+//! opening the device any other way (its cdev, `VFIO_GROUP_GET_DEVICE_FD`) fails with `EBUSY`
+//! ([`vfio::Hold`]), so nobody initialises or resets it without its preserved state. With module
+//! parameter `bind_preserved`, the module also sets the devices' `driver_override` to vfio-pci
+//! and binds the ones that have no driver yet ([`bind_preserved`]).
+
+use crate::{
+    abi::{Identity, ListEntry, Location},
+    binding, vfio,
+};
+use kernel::{pci, prelude::*};
+
+/// The driver that [`bind_preserved`] makes the only one for the preserved devices.
+const VFIO_PCI: &CStr = c"vfio-pci";
+
+/// Holds off the opens of the function at `loc`; logs why not when it cannot.
+pub(crate) fn hold(loc: &Location) -> Option<vfio::Hold> {
+    let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
+        pr_err!(
+            "{}: live update: preserved by the previous kernel, but no PCI device is at this address\n",
+            loc
+        );
+        return None;
+    };
+    vfio::Hold::new(pdev)
+        .inspect_err(|e| {
+            pr_err!(
+                "{}: live update: the opens of this preserved device cannot be held off: {:?}\n",
+                loc,
+                e
+            )
+        })
+        .ok()
+}
+
+/// Makes vfio-pci the only driver of the devices of `list` (module parameter `bind_preserved`):
+/// sets their `driver_override` and binds those that have no driver yet.
+pub(crate) fn bind_preserved(list: &[ListEntry]) {
+    for listed in list {
+        let loc = listed.location;
+        let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
+            pr_err!(
+                "{}: live update: bind_preserved: no PCI device at this address\n",
+                loc
+            );
+            continue;
+        };
+        let dev = pdev.as_ref();
+        let have = Identity::of(&pdev);
+        match listed.identity {
+            Some(want) if want != have => {
+                dev_err!(
+                    dev,
+                    "live update: bind_preserved: not bound: identity mismatch: preserved {}, found {}\n",
+                    want,
+                    have
+                );
+                continue;
+            }
+            Some(_) => {}
+            None => dev_dbg!(
+                dev,
+                "live update: bind_preserved: listed without identity (version 1 list), not checked\n"
+            ),
+        }
+        if let Err(e) = binding::set_driver_override(&pdev, VFIO_PCI) {
+            dev_err!(
+                dev,
+                "live update: bind_preserved: driver_override not set: {:?}\n",
+                e
+            );
+            continue;
+        }
+        let bound = binding::attach_driver(&pdev);
+        match binding::driver_name(&pdev) {
+            Ok(Some(name)) if name.to_bytes() == VFIO_PCI.to_bytes() => dev_dbg!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, bound to vfio-pci\n"
+            ),
+            Ok(Some(name)) => dev_warn!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, but {} was bound before the module loaded; left alone\n",
+                name.to_str().unwrap_or("?")
+            ),
+            _ => dev_err!(
+                dev,
+                "live update: bind_preserved: driver_override set to vfio-pci, no driver bound ({:?})\n",
+                bound
+            ),
+        }
+    }
+}
