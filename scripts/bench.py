@@ -31,7 +31,7 @@ ROWS = [
     ("preserve/vfio", "preserve, per device", "userspace, around LIVEUPDATE_SESSION_PRESERVE_FD"),
     ("preserve/memfd", "preserve, memfd baseline", "userspace, one 4 KiB memfd"),
     ("freeze_cb", "freeze callback, per device", "kernel: our freeze(), start to return"),
-    ("reset", "reset, per device", "kernel: __pci_reset_function_locked + restore"),
+    ("reset", "reset, per device", "kernel: vfio_pci_core_lu_reset(), reset and restore under vfio-pci's locks"),
     ("reset_wait", "reset start, after its freeze queued it", "kernel: queued to running (parallel only)"),
     ("freeze", "freeze, all devices", "kernel: first freeze() to last reset done"),
     ("kexec_to_retrieved", "reboot(KEXEC) to last device retrieved", "TSC, both kernels (boot of the new one included)"),

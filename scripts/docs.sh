@@ -38,7 +38,7 @@ DOCS_OUT=$BUILD/docs/html
 PIP_PKGS=(Sphinx==8.2.3 docutils==0.21.2 alabaster==1.0.0 PyYAML==6.0.2)
 # What names our pages and items in a warning.
 OURS_DOC="Documentation/$SPHINXDIR/|$SPHINXDIR/|include/linux/kho/abi/vfio_pci\.h"
-OURS_RS='rust/kernel/(liveupdate|kho|vfio|pci/state)\.rs|rust/helpers/(kho|pci_state)\.c'
+OURS_RS='rust/kernel/(liveupdate|kho|reboot|pci/state)\.rs|rust/helpers/(kho|pci_state)\.c'
 
 say() { [ -n "$quiet" ] || log "$@"; }
 

@@ -194,6 +194,7 @@ struct Preserved {
     /// The reset that the freeze queued (parallel mode), until the kexec or the unfreeze.
     reset: Option<reset::Queued>,
     /// Fault injection: hand the next kernel a handle that names no preserved memory.
+    #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
     bad_handle: bool,
 }
 
@@ -423,12 +424,14 @@ impl liveupdate::FileHandler for Handler {
         self.shared.devices.preserving(pdev, &location, &identity)?;
         abi::encode(data, &location, &identity);
         dev_dbg!(pdev.as_ref(), "live update: preserved, {}\n", identity);
-        let bad_handle = self.shared.faults.corrupt(data);
+        // Fault injection only: `false` without it.
+        let _bad_handle = self.shared.faults.corrupt(data);
         Ok(Preserved {
             location,
             master: false,
             reset: None,
-            bad_handle,
+            #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
+            bad_handle: _bad_handle,
         })
     }
 
