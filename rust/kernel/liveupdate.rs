@@ -682,12 +682,11 @@ impl<H: FileHandler> Registration<H> {
     /// preserves it with the handler's files, and the new kernel can get it back. Unregistering
     /// the handler unlinks it.
     pub fn add_flb<F: Flb>(&self, flb: impl for<'a> FnOnce(&'a H) -> &'a FlbDef<F>) -> Result {
+        // The handler is pinned in its allocation and never given out mutably, so a definition
+        // borrowed from it (or `'static`) stays valid and in place until `drop`, which
+        // unregisters the handler, and with it unlinks the FLB, before the allocation can go.
         let flb = flb(&self.inner.handler);
-        // SAFETY: By the type invariants, `fh` is registered. `flb` is a valid definition
-        // borrowed from the handler (or `'static`): the handler is pinned in its allocation and
-        // never given out mutably, so the definition stays valid and in place until `drop`,
-        // which unregisters the handler, and with it unlinks the FLB, before the allocation can
-        // be freed.
+        // SAFETY: By the type invariants `fh` is registered; `flb` outlives the link (above).
         to_result(unsafe { bindings::liveupdate_register_flb(self.inner.fh.get(), flb.as_raw()) })
     }
 }
