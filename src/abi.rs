@@ -12,6 +12,7 @@ use crate::lu_abi::{
 use kernel::{
     fmt, pci,
     prelude::*,
+    sync::aref::ARef,
     transmute::{AsBytes, FromBytes},
 };
 
@@ -30,6 +31,20 @@ impl Location {
             bus: pdev.bus_number(),
             devfn: pdev.devfn(),
         }
+    }
+
+    /// The PCI function at this address; when there is none, logs so, for `step` (what was
+    /// looking for it), and gives [`None`].
+    pub(crate) fn find_pci(&self, step: &str) -> Option<ARef<pci::Device>> {
+        let pdev = pci::Device::find(self.domain, self.bus, self.devfn);
+        if pdev.is_none() {
+            pr_err!(
+                "{}: live update: {}: no PCI device at this address\n",
+                self,
+                step
+            );
+        }
+        pdev
     }
 
     /// `PCI_DEVID(bus, devfn)`, the upstream `bdf` field.

@@ -12,20 +12,14 @@ use crate::{
     abi::{Identity, ListEntry, Location},
     binding, vfio,
 };
-use kernel::{pci, prelude::*};
+use kernel::prelude::*;
 
 /// The driver that [`bind_preserved`] makes the only one for the preserved devices.
 const VFIO_PCI: &CStr = c"vfio-pci";
 
 /// Holds off the opens of the function at `loc`; logs why not when it cannot.
 pub(crate) fn hold(loc: &Location) -> Option<vfio::Hold> {
-    let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
-        pr_err!(
-            "{}: live update: preserved by the previous kernel, but no PCI device is at this address\n",
-            loc
-        );
-        return None;
-    };
+    let pdev = loc.find_pci("hold-off of a device the previous kernel preserved")?;
     vfio::Hold::new(pdev)
         .inspect_err(|e| {
             pr_err!(
@@ -42,11 +36,7 @@ pub(crate) fn hold(loc: &Location) -> Option<vfio::Hold> {
 pub(crate) fn bind_preserved(list: &[ListEntry]) {
     for listed in list {
         let loc = listed.location;
-        let Some(pdev) = pci::Device::find(loc.domain, loc.bus, loc.devfn) else {
-            pr_err!(
-                "{}: live update: bind_preserved: no PCI device at this address\n",
-                loc
-            );
+        let Some(pdev) = loc.find_pci("bind_preserved") else {
             continue;
         };
         let dev = pdev.as_ref();

@@ -100,11 +100,7 @@ pub(crate) fn vfio_pci_of(file: &File) -> Option<&vfio::PciDevice> {
 
 /// Logs why retrieve found no vfio-pci device at `location`.
 fn log_not_vfio_pci(location: &Location) {
-    let Some(pdev) = pci::Device::find(location.domain, location.bus, location.devfn) else {
-        pr_err!(
-            "{}: live update: retrieve: no PCI device at this address\n",
-            location
-        );
+    let Some(pdev) = location.find_pci("retrieve") else {
         return;
     };
     let dev = pdev.as_ref();
