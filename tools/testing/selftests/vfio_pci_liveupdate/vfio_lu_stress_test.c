@@ -38,6 +38,14 @@
 /* Queued resets exist only in parallel mode; serial mode does a few rounds. */
 #define UNLOADS		50
 #define UNLOADS_SERIAL	5
+/*
+ * KUnit runs a module's suites at every load: about a tenth of each unload
+ * round under the debug kernel. They ran once (kunit_results); the reloads
+ * filter them all out, then put back KUnit's default filter.
+ */
+#define KUNIT_FILTER_GLOB	"/sys/module/kunit/parameters/filter_glob"
+#define KUNIT_NO_SUITE		"vfio_lu_stress_no_suite"
+#define KUNIT_ALL_SUITES	"*.*"
 
 /* The devices given on the command line or in $VFIO_SELFTESTS_BDF. */
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
@@ -47,6 +55,7 @@ FIXTURE(stress) {
 	struct vfio_lu_dev *devs;
 	struct iommu *iommu;		/* libvfio: an iommufd and its IOAS */
 	int ndevs, luo, iommufd;
+	bool kunit_filtered;		/* KUNIT_NO_SUITE is set */
 };
 
 FIXTURE_SETUP(stress)
@@ -62,6 +71,8 @@ FIXTURE_SETUP(stress)
 
 FIXTURE_TEARDOWN(stress)
 {
+	if (self->kunit_filtered)
+		vfio_lu_write_file(KUNIT_FILTER_GLOB, KUNIT_ALL_SUITES);
 	iommu_cleanup(self->iommu);
 	close(self->luo);
 }
@@ -424,6 +435,7 @@ TEST_F_TIMEOUT(stress, unload_right_after_a_cancelled_kexec, TIMEOUT_S)
 	ASSERT_LE(0, fd1);
 	/* The last device refuses the kexec, after the first froze. */
 	ASSERT_EQ(0, vfio_lu_set_intx(fd1, true));
+	self->kunit_filtered = !vfio_lu_write_file(KUNIT_FILTER_GLOB, KUNIT_NO_SUITE);
 	for (i = 0; i < rounds; i++) {
 		session = luo_create_session(self->luo, "vfio-lu-stress-unload");
 		ASSERT_LE(0, session);
