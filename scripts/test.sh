@@ -30,7 +30,10 @@ vm_start test-serial --lists serial --fault-devices "" \
 	--append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
 # The third damages the list of preserved devices across the kexec, which takes
 # the hold-off and the reset records from every device of its run: two devices
-# of its own and one program (list1.list, list2.list).
+# of its own and one program (list1.list, list2.list). Before it, its first
+# kernel runs the stress cases that do not depend on the other runs' devices
+# or parameters (the ones that never freeze, and 50 module unloads), which
+# would otherwise make the first run the last to end by far.
 vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
