@@ -40,8 +40,9 @@
 #define UNLOADS_SERIAL	5
 /*
  * KUnit runs a module's suites at every load: about a tenth of each unload
- * round under the debug kernel. They ran once (kunit_results); the reloads
- * filter them all out, then put back KUnit's default filter.
+ * round under the debug kernel. kunit_results checks them once per kernel
+ * (stage1.list, stage2.list); the reloads filter them all out, and the
+ * teardown puts back KUnit's default filter.
  */
 #define KUNIT_FILTER_GLOB	"/sys/module/kunit/parameters/filter_glob"
 #define KUNIT_NO_SUITE		"vfio_lu_stress_no_suite"
