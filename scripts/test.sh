@@ -31,9 +31,9 @@ vm_start test-serial --lists serial --fault-devices "" \
 # The third damages the list of preserved devices across the kexec, which takes
 # the hold-off and the reset records from every device of its run: two devices
 # of its own and one program (list1.list, list2.list). Before it, its first
-# kernel runs the stress cases that do not depend on the other runs' devices
-# or parameters (the ones that never freeze, and 50 module unloads), which
-# would otherwise make the first run the last to end by far.
+# kernel runs programs that need nothing of the other runs' devices or
+# parameters (the uAPI test, the stress cases that never freeze, 50 module
+# unloads), which would otherwise make the first run the last to end by far.
 vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
