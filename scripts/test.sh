@@ -26,7 +26,7 @@ vm_start test "$@"
 # itself (bind_preserved=1); the first leaves that to init, as userspace.
 # It runs only what depends on those parameters (serial1.list, serial2.list),
 # without the fault test's devices: the rest runs in the first run only.
-vm_start test-serial --lists serial --fault-devices "" \
+vm_start test-serial --lists serial --fault-devices "" --keep-devices "" \
 	--append "vfio_pci_liveupdate.serial_reset=1 vfio_pci_liveupdate.bind_preserved=1" "$@"
 # The third damages the list of preserved devices across the kexec, which takes
 # the hold-off and the reset records from every device of its run: two devices
@@ -34,7 +34,8 @@ vm_start test-serial --lists serial --fault-devices "" \
 # kernel runs programs that need nothing of the other runs' devices or
 # parameters (the uAPI test, the stress cases that never freeze, 50 module
 # unloads), which would otherwise make the first run the last to end by far.
-vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" "$@"
+vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" \
+	--keep-devices "" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
 # at the same time as the rest.

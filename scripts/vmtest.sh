@@ -5,7 +5,8 @@
 #
 #   scripts/vmtest.sh [--mode test|demo|bench] [--devices "virtio-net-pci igb edu"]
 #                     [--append "KERNEL ARGS"] [--timeout SECONDS] [--name NAME] [--kvm]
-#                     [--lists NAME]
+#                     [--lists NAME] [--fault-devices "..."] [--reset-devices "..."]
+#                     [--keep-devices "..."]
 #
 # --mode picks the programs each stage runs: test (the kselftests,
 # stage1.list/stage2.list), demo (for make run: the sample VMM,
@@ -15,6 +16,8 @@
 # test). --append adds kernel command line
 # arguments to both kernels, e.g. vfio_pci_liveupdate.serial_reset=1 (init
 # passes vfio_pci_liveupdate.* on to the module, as modprobe would).
+# --fault-devices, --reset-devices and --keep-devices give the fault, reset
+# and keep mode tests' own devices (test mode defaults below; "" for none).
 #
 # Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
 # serial console of both kernels), ktap.log (second serial port: KTAP and
@@ -33,6 +36,10 @@ FAULT_DEVICES=default
 # status register shows whether a reset happened; the last is one device with
 # two functions behind one root port (one VFIO device set).
 RESET_DEVICES=default
+# The keep mode test's own devices (test mode): a virtio device type the other
+# tests do not use, whose common configuration the test programs and reads
+# back across the kexec.
+KEEP_DEVICES=default
 # The debug kernel boots and runs about 30 times slower under TCG.
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 [ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
@@ -50,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--devices) DEVICES=$2; shift 2 ;;
 	--fault-devices) FAULT_DEVICES=$2; shift 2 ;;
 	--reset-devices) RESET_DEVICES=$2; shift 2 ;;
+	--keep-devices) KEEP_DEVICES=$2; shift 2 ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
@@ -66,6 +74,10 @@ fi
 if [ "$RESET_DEVICES" = default ]; then
 	RESET_DEVICES=
 	[ "$MODE" = test ] && RESET_DEVICES="virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci virtio-serial-pci-x2"
+fi
+if [ "$KEEP_DEVICES" = default ]; then
+	KEEP_DEVICES=
+	[ "$MODE" = test ] && KEEP_DEVICES="virtio-balloon-pci"
 fi
 # Runs may go on at the same time (make test starts its three together); a
 # kernel build waits for them, and they for it.
@@ -182,6 +194,7 @@ qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
 ids=()
 fault_ids=()
 reset_ids=()
+keep_ids=()
 i=0
 add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	local -n out=$2
@@ -190,21 +203,24 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	case "$1" in
 	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); out+=(1af4:1041) ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
+	virtio-balloon-pci) qemu+=(-device "virtio-balloon-pci,bus=rp$i"); out+=(1af4:1045) ;;
 	virtio-serial-pci) qemu+=(-device "virtio-serial-pci,bus=rp$i"); out+=(1af4:1043) ;;
 	virtio-serial-pci-x2)	# two functions of one device
 		qemu+=(-device "virtio-serial-pci,bus=rp$i,addr=0.0,multifunction=on"
 		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci virtio-balloon-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done
 for dev in $FAULT_DEVICES; do add_device "$dev" fault_ids; done
 for dev in $RESET_DEVICES; do add_device "$dev" reset_ids; done
+for dev in $KEEP_DEVICES; do add_device "$dev" keep_ids; done
 cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
 [ ${#fault_ids[@]} = 0 ] || cmdline+=" vfio_lu_fault_devs=$(IFS=,; echo "${fault_ids[*]}")"
 [ ${#reset_ids[@]} = 0 ] || cmdline+=" vfio_lu_reset_devs=$(IFS=,; echo "${reset_ids[*]}")"
+[ ${#keep_ids[@]} = 0 ] || cmdline+=" vfio_lu_keep_devs=$(IFS=,; echo "${keep_ids[*]}")"
 # Tests read device registers before anyone opens a device: vfio-pci must not
 # put idle devices in D3hot (QEMU's virtio devices reset on the way back to
 # D0, which would hide whether our reset happened).
@@ -232,7 +248,7 @@ qemu+=(-serial "file:$RUN/console.log" -serial "file:$RUN/ktap.log"
        -append "$cmdline")
 printf '%q ' "${qemu[@]}" > "$RUN/qemu.cmd"; echo >> "$RUN/qemu.cmd"
 
-log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}${RESET_DEVICES:+, for the reset test: $RESET_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
+log "booting QEMU ($i device(s): $DEVICES${FAULT_DEVICES:+, for the fault test: $FAULT_DEVICES}${RESET_DEVICES:+, for the reset test: $RESET_DEVICES}${KEEP_DEVICES:+, for the keep test: $KEEP_DEVICES}), timeout ${TIMEOUT}s, logs: $RUN"
 # A guest that prints nothing on either serial port for this long is taken as
 # stalled: the longest quiet stretch of a healthy debug run is well under a minute.
 STALL=${VFIO_LU_STALL:-300}

@@ -5,12 +5,13 @@
 //! The layout and its versioning rules are those of `include/linux/kho/abi/vfio_pci.h`.
 
 use crate::lu_abi::{
-    DevSer, DevsSer, DevsV1Ser, IdentitySer, Ser, DEVS_MAGIC, DEVS_MAX, DEVS_V1_MAX,
-    DEVS_V1_VERSION, DEVS_VERSION, EXT_MAGIC, EXT_MAX_LENGTH, EXT_VERSION, RESET_DONE,
-    RESET_FAILED, RESET_NONE, RESET_QUEUED,
+    CoreSer, DevSer, DevsSer, DevsV1Ser, Ext, IdentitySer, KeepSer, Ser, CFG_SIZE, DEVS_MAGIC,
+    DEVS_MAX, DEVS_V1_MAX, DEVS_V1_VERSION, DEVS_VERSION, EXT_KEEP_VERSION, EXT_MAGIC,
+    EXT_MAX_LENGTH, EXT_VERSION, MODE_KEEP, MODE_RESET, RESET_DONE, RESET_FAILED, RESET_NONE,
+    RESET_QUEUED,
 };
 use kernel::{
-    fmt, pci,
+    bindings, fmt, pci,
     prelude::*,
     sync::aref::ARef,
     transmute::{AsBytes, FromBytes},
@@ -140,12 +141,66 @@ impl fmt::Display for Identity {
     }
 }
 
+/// What a live update does to a device, as its VMM chose (`VFIO_DEVICE_FEATURE_LIVEUPDATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeviceMode {
+    /// Reset at freeze (the default).
+    Reset,
+    /// Not reset: the device keeps its state through the kexec, bus mastering off.
+    Keep,
+}
+
+impl DeviceMode {
+    /// The mode from `VFIO_DEVICE_FEATURE_LIVEUPDATE`'s value, which vfio-pci checked.
+    pub(crate) fn from_uapi(mode: u8) -> Self {
+        if u32::from(mode) == bindings::VFIO_DEVICE_LIVEUPDATE_KEEP {
+            Self::Keep
+        } else {
+            Self::Reset
+        }
+    }
+
+    /// The value of `VFIO_DEVICE_FEATURE_LIVEUPDATE` for the mode.
+    pub(crate) fn to_uapi(self) -> u8 {
+        // CAST: The uAPI's modes are 0 and 1.
+        (match self {
+            Self::Reset => bindings::VFIO_DEVICE_LIVEUPDATE_RESET,
+            Self::Keep => bindings::VFIO_DEVICE_LIVEUPDATE_KEEP,
+        }) as u8
+    }
+
+    /// The mode of a list entry (an unknown value, from a newer writer, as reset).
+    fn from_raw(raw: u8) -> Self {
+        if raw == MODE_KEEP {
+            Self::Keep
+        } else {
+            Self::Reset
+        }
+    }
+
+    fn to_raw(self) -> u8 {
+        match self {
+            Self::Reset => MODE_RESET,
+            Self::Keep => MODE_KEEP,
+        }
+    }
+
+    /// How the mode reads in a log line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Reset => "reset",
+            Self::Keep => "keep",
+        }
+    }
+}
+
 /// A preserved blob, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Decoded {
     pub(crate) location: Location,
     /// [`None`] for a blob in the upstream layout, which carries no identity.
     pub(crate) identity: Option<Identity>,
+    pub(crate) mode: DeviceMode,
 }
 
 /// Why a blob was refused.
@@ -157,13 +212,16 @@ pub(crate) enum DecodeError {
     Version(u16),
     /// A length shorter than the extension this kernel knows, or beyond the limit.
     Length(u16),
+    /// A version 2 extension whose mode is not [`MODE_KEEP`], or whose configuration size is
+    /// beyond what it holds.
+    Keep(u8, u16),
 }
 
 impl DecodeError {
     /// The errno that `LIVEUPDATE_SESSION_RETRIEVE_FD` returns for it.
     pub(crate) fn to_error(self) -> Error {
         match self {
-            Self::Magic(_) => EBADMSG,
+            Self::Magic(_) | Self::Keep(..) => EBADMSG,
             Self::Version(_) => EPROTONOSUPPORT,
             Self::Length(_) => EMSGSIZE,
         }
@@ -174,27 +232,58 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Magic(m) => write!(f, "bad magic {m:#010x} (expected {EXT_MAGIC:#010x})"),
-            Self::Version(v) => {
-                write!(f, "unknown version {v} (this kernel reads {EXT_VERSION})")
-            }
+            Self::Version(v) => write!(
+                f,
+                "unknown version {v} (this kernel reads {EXT_VERSION} and {EXT_KEEP_VERSION})"
+            ),
             Self::Length(l) => write!(
                 f,
-                "bad length {l} (expected {}..={EXT_MAX_LENGTH})",
-                size_of::<crate::lu_abi::Ext>()
+                "bad length {l} (expected {}..={EXT_MAX_LENGTH} for its version)",
+                size_of::<Ext>()
+            ),
+            Self::Keep(m, s) => write!(
+                f,
+                "bad kept-device data: mode {m} (expected {MODE_KEEP}), configuration size {s} (at most {CFG_SIZE})"
             ),
         }
     }
 }
 
-/// Writes `loc` and `id` into a zeroed blob.
-pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity) {
+/// Writes `loc`, `id` and `mode` into a zeroed blob: a version 1 extension in [`DeviceMode::Reset`],
+/// a version 2 one, with room for the configuration space ([`encode_config`]), in
+/// [`DeviceMode::Keep`].
+pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity, mode: DeviceMode) {
     ser.core.domain = loc.domain;
     ser.core.bdf = loc.bdf();
     ser.ext.magic = EXT_MAGIC;
-    ser.ext.version = EXT_VERSION;
-    // CAST: The extension is 24 bytes.
-    ser.ext.length = size_of::<crate::lu_abi::Ext>() as u16;
     ser.ext.id = id.to_raw();
+    match mode {
+        DeviceMode::Reset => {
+            ser.ext.version = EXT_VERSION;
+            // CAST: The extension is 24 bytes.
+            ser.ext.length = size_of::<Ext>() as u16;
+        }
+        DeviceMode::Keep => {
+            ser.ext.version = EXT_KEEP_VERSION;
+            // CAST: 24 + 260 bytes.
+            ser.ext.length = (size_of::<Ext>() + size_of::<KeepSer>()) as u16;
+            ser.keep.mode = MODE_KEEP;
+        }
+    }
+}
+
+/// Writes the configuration space of a kept device (its first [`CFG_SIZE`] bytes) into its blob.
+pub(crate) fn encode_config(ser: &mut Ser, cfg: &[u8; CFG_SIZE]) {
+    ser.keep.cfg = *cfg;
+    // CAST: 256.
+    ser.keep.cfg_size = CFG_SIZE as u16;
+}
+
+/// The configuration space that the blob of a kept device holds (empty if the freeze did not
+/// write it); [`None`] for any other blob. Only for a blob that [`decode`] accepted.
+pub(crate) fn kept_config(ser: &Ser) -> Option<&[u8]> {
+    (ser.ext.version == EXT_KEEP_VERSION)
+        .then(|| &ser.keep.cfg[..usize::from(ser.keep.cfg_size).min(CFG_SIZE)])
 }
 
 /// The device location of a blob, which every layout has.
@@ -205,26 +294,34 @@ pub(crate) fn decode_location(ser: &Ser) -> Location {
 /// Reads a blob written by this driver or by the upstream C handler.
 pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
     let location = decode_location(ser);
-    let ext = &ser.as_bytes()[size_of::<crate::lu_abi::CoreSer>()..];
+    let ext = &ser.as_bytes()[size_of::<CoreSer>()..];
     if ext.iter().all(|b| *b == 0) {
         return Ok(Decoded {
             location,
             identity: None,
+            mode: DeviceMode::Reset,
         });
     }
     let (magic, version, length) = (ser.ext.magic, ser.ext.version, ser.ext.length);
     if magic != EXT_MAGIC {
         return Err(DecodeError::Magic(magic));
     }
-    if version != EXT_VERSION {
-        return Err(DecodeError::Version(version));
-    }
-    if usize::from(length) < size_of::<crate::lu_abi::Ext>() || length > EXT_MAX_LENGTH {
+    let (min, mode) = match version {
+        EXT_VERSION => (size_of::<Ext>(), DeviceMode::Reset),
+        EXT_KEEP_VERSION => (size_of::<Ext>() + size_of::<KeepSer>(), DeviceMode::Keep),
+        _ => return Err(DecodeError::Version(version)),
+    };
+    if usize::from(length) < min || length > EXT_MAX_LENGTH {
         return Err(DecodeError::Length(length));
+    }
+    let (keep_mode, cfg_size) = (ser.keep.mode, ser.keep.cfg_size);
+    if mode == DeviceMode::Keep && (keep_mode != MODE_KEEP || usize::from(cfg_size) > CFG_SIZE) {
+        return Err(DecodeError::Keep(keep_mode, cfg_size));
     }
     Ok(Decoded {
         location,
         identity: Some(Identity::from_raw(&ser.ext.id)),
+        mode,
     })
 }
 
@@ -282,6 +379,8 @@ pub(crate) struct ListEntry {
     /// [`None`] in a version 1 list.
     pub(crate) identity: Option<Identity>,
     pub(crate) reset: ResetRecord,
+    /// [`DeviceMode::Reset`] in a version 1 list, and in lists of writers that had no modes.
+    pub(crate) mode: DeviceMode,
 }
 
 /// Why a list of preserved devices was refused.
@@ -330,7 +429,12 @@ fn devs_find<'a>(devs: &'a mut DevsSer, loc: &Location) -> Option<&'a mut DevSer
 
 /// Adds `loc`, with identity `id`, to the list: [`EBUSY`] if it is there already, [`ENOSPC`] if
 /// the list is full.
-pub(crate) fn devs_add(devs: &mut DevsSer, loc: &Location, id: &Identity) -> Result {
+pub(crate) fn devs_add(
+    devs: &mut DevsSer,
+    loc: &Location,
+    id: &Identity,
+    mode: DeviceMode,
+) -> Result {
     if devs_find(devs, loc).is_some() {
         return Err(EBUSY);
     }
@@ -342,8 +446,8 @@ pub(crate) fn devs_add(devs: &mut DevsSer, loc: &Location, id: &Identity) -> Res
         domain: loc.domain,
         bdf: loc.bdf(),
         reset: RESET_NONE,
+        mode: mode.to_raw(),
         id: id.to_raw(),
-        ..Default::default()
     };
     devs.count += 1;
     Ok(())
@@ -403,6 +507,7 @@ pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<ListEntry>, DevsError> 
                     location: Location::from_raw(d.domain, d.bdf),
                     identity: Some(Identity::from_raw(&d.id)),
                     reset: ResetRecord::from_raw(d.reset),
+                    mode: DeviceMode::from_raw(d.mode),
                 };
                 if !push_unique(&mut out, e) {
                     break;
@@ -422,6 +527,7 @@ pub(crate) fn devs_decode(devs: &DevsSer) -> Result<KVec<ListEntry>, DevsError> 
                     location: Location::from_raw(d.domain, d.bdf),
                     identity: None,
                     reset: ResetRecord::Unknown,
+                    mode: DeviceMode::Reset,
                 };
                 if !push_unique(&mut out, e) {
                     break;
@@ -453,7 +559,7 @@ mod tests {
 
     fn encoded() -> Ser {
         let mut ser = Ser::default();
-        encode(&mut ser, &LOC, &ID);
+        encode(&mut ser, &LOC, &ID, DeviceMode::Reset);
         ser
     }
 
@@ -463,7 +569,8 @@ mod tests {
             decode(&encoded()),
             Ok(Decoded {
                 location: LOC,
-                identity: Some(ID)
+                identity: Some(ID),
+                mode: DeviceMode::Reset,
             })
         );
     }
@@ -493,6 +600,7 @@ mod tests {
                 devfn: 0x10,
             },
             identity: None,
+            mode: DeviceMode::Reset,
         };
         assert_eq!(decode(ser), Ok(want));
     }
@@ -515,8 +623,11 @@ mod tests {
     #[test]
     fn unknown_version_is_refused() {
         let mut ser = encoded();
-        ser.ext.version = EXT_VERSION + 1;
-        assert_eq!(decode(&ser), Err(DecodeError::Version(EXT_VERSION + 1)));
+        ser.ext.version = EXT_KEEP_VERSION + 1;
+        assert_eq!(
+            decode(&ser),
+            Err(DecodeError::Version(EXT_KEEP_VERSION + 1))
+        );
         ser.ext.version = 0;
         assert_eq!(decode(&ser), Err(DecodeError::Version(0)));
         assert_eq!(DecodeError::Version(0).to_error(), EPROTONOSUPPORT);
@@ -539,6 +650,53 @@ mod tests {
         assert_eq!(decode(&ser).map(|d| d.identity), Ok(Some(ID)));
     }
 
+    fn encoded_keep() -> Ser {
+        let mut ser = Ser::default();
+        encode(&mut ser, &LOC, &ID, DeviceMode::Keep);
+        ser
+    }
+
+    #[test]
+    fn kept_device_round_trips_with_its_configuration() {
+        let mut ser = encoded_keep();
+        assert_eq!(ser.ext.version, EXT_KEEP_VERSION);
+        // Nothing captured yet: a freeze writes it.
+        assert_eq!(kept_config(&ser).map(<[u8]>::len), Some(0));
+        let mut cfg = [0u8; CFG_SIZE];
+        cfg[0] = 0xf4;
+        cfg[CFG_SIZE - 1] = 0x5a;
+        encode_config(&mut ser, &cfg);
+        assert_eq!(decode(&ser).map(|d| d.mode), Ok(DeviceMode::Keep));
+        assert_eq!(decode(&ser).map(|d| d.identity), Ok(Some(ID)));
+        assert_eq!(kept_config(&ser), Some(&cfg[..]));
+    }
+
+    #[test]
+    fn reset_device_is_version_1_without_configuration() {
+        let ser = encoded();
+        assert_eq!(ser.ext.version, EXT_VERSION);
+        assert_eq!(usize::from(ser.ext.length), size_of::<Ext>());
+        assert_eq!(kept_config(&ser), None);
+        // A kernel that knows no modes reads it as before: the bytes after the extension are 0.
+        assert!(ser.as_bytes()[size_of::<CoreSer>() + size_of::<Ext>()..]
+            .iter()
+            .all(|b| *b == 0));
+    }
+
+    #[test]
+    fn damaged_kept_device_is_refused() {
+        let mut ser = encoded_keep();
+        ser.ext.length = 24;
+        assert_eq!(decode(&ser), Err(DecodeError::Length(24)));
+        let mut ser = encoded_keep();
+        ser.keep.mode = MODE_RESET;
+        assert_eq!(decode(&ser), Err(DecodeError::Keep(MODE_RESET, 0)));
+        let mut ser = encoded_keep();
+        ser.keep.cfg_size = 4096;
+        assert_eq!(decode(&ser), Err(DecodeError::Keep(MODE_KEEP, 4096)));
+        assert_eq!(DecodeError::Keep(0, 0).to_error(), EBADMSG);
+    }
+
     /// A zeroed list, on the heap (it is a page).
     fn zeroed_devs() -> KVec<u8> {
         KVec::from_elem(0u8, size_of::<DevsSer>(), GFP_KERNEL).unwrap()
@@ -555,9 +713,9 @@ mod tests {
         let mut bytes = zeroed_devs();
         let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
         devs_init(devs);
-        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
-        assert_eq!(devs_add(devs, &LOC2, &ID), Ok(()));
-        assert_eq!(devs_add(devs, &LOC, &ID), Err(EBUSY));
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Reset), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2, &ID, DeviceMode::Reset), Ok(()));
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Reset), Err(EBUSY));
         let got = devs_decode(devs).unwrap();
         assert_eq!(got.len(), 2);
         assert!(got[0].location == LOC && got[1].location == LOC2);
@@ -568,7 +726,7 @@ mod tests {
         let got = devs_decode(devs).unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0].location == LOC2);
-        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Reset), Ok(()));
     }
 
     #[test]
@@ -576,8 +734,8 @@ mod tests {
         let mut bytes = zeroed_devs();
         let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
         devs_init(devs);
-        assert_eq!(devs_add(devs, &LOC, &ID), Ok(()));
-        assert_eq!(devs_add(devs, &LOC2, &ID), Ok(()));
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Reset), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2, &ID, DeviceMode::Reset), Ok(()));
         devs_set_reset(devs, &LOC, ResetRecord::Queued);
         devs_set_reset(devs, &LOC2, ResetRecord::Done);
         devs_set_reset(devs, &LOC, ResetRecord::Failed);
@@ -588,6 +746,22 @@ mod tests {
         bytes[8 + 6] = 0x77;
         let devs = DevsSer::from_bytes(&bytes).unwrap();
         assert!(devs_decode(devs).unwrap()[0].reset == ResetRecord::Unknown);
+    }
+
+    #[test]
+    fn device_list_records_modes() {
+        let mut bytes = zeroed_devs();
+        let devs = DevsSer::from_bytes_mut(&mut bytes).unwrap();
+        devs_init(devs);
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Keep), Ok(()));
+        assert_eq!(devs_add(devs, &LOC2, &ID, DeviceMode::Reset), Ok(()));
+        let got = devs_decode(devs).unwrap();
+        assert!(got[0].mode == DeviceMode::Keep && got[1].mode == DeviceMode::Reset);
+        // The mode is the entry's byte 7, which writers without modes left zero: reset.
+        assert_eq!(bytes[8 + 7], MODE_KEEP);
+        bytes[8 + 7] = 0;
+        let devs = DevsSer::from_bytes(&bytes).unwrap();
+        assert!(devs_decode(devs).unwrap()[0].mode == DeviceMode::Reset);
     }
 
     #[test]
@@ -620,9 +794,9 @@ mod tests {
                 bus: 1,
                 devfn: i as u8,
             };
-            assert_eq!(devs_add(devs, &loc, &ID), Ok(()));
+            assert_eq!(devs_add(devs, &loc, &ID, DeviceMode::Reset), Ok(()));
         }
-        assert_eq!(devs_add(devs, &LOC, &ID), Err(ENOSPC));
+        assert_eq!(devs_add(devs, &LOC, &ID, DeviceMode::Reset), Err(ENOSPC));
         assert_eq!(devs_decode(devs).map(|v| v.len()), Ok(DEVS_MAX));
     }
 

@@ -12,7 +12,7 @@
 //!   A device leaves the list when its file is finished.
 
 use crate::{
-    abi::{self, Identity, ListEntry, Location, ResetRecord},
+    abi::{self, DeviceMode, Identity, ListEntry, Location, ResetRecord},
     holdoff,
     lu_abi::{self, DevsSer},
     vfio,
@@ -126,9 +126,15 @@ impl DeviceList {
     /// Preserve of a file of `pdev` at `loc`: adds it to the outgoing list. Fails with [`ENOSPC`]
     /// when the list is full, or with [`EBUSY`] if the device is listed already (LUO refuses a
     /// second file of a device before that, through the handler's `get_id`).
-    pub(crate) fn preserving(&self, pdev: &pci::Device, loc: &Location, id: &Identity) -> Result {
+    pub(crate) fn preserving(
+        &self,
+        pdev: &pci::Device,
+        loc: &Location,
+        id: &Identity,
+        mode: DeviceMode,
+    ) -> Result {
         self.flb
-            .with_outgoing(|devs| abi::devs_add(devs, loc, id))
+            .with_outgoing(|devs| abi::devs_add(devs, loc, id, mode))
             .inspect_err(|e| {
                 dev_err!(
                     pdev.as_ref(),
@@ -224,6 +230,7 @@ impl DeviceList {
                 location: *loc,
                 reset: ResetRecord::Unknown,
                 identity: None,
+                mode: DeviceMode::Reset,
             };
             entries.push(
                 Entry {

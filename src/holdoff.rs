@@ -4,12 +4,13 @@
 //!
 //! Until a device's retrieved file is bound (`VFIO_DEVICE_BIND_IOMMUFD`), or its file finished,
 //! opening the device any other way (its cdev, `VFIO_GROUP_GET_DEVICE_FD`) fails with `EBUSY`
-//! ([`vfio::Hold`]), so nobody initialises or resets it without its preserved state. With module
-//! parameter `bind_preserved`, the module also sets the devices' `driver_override` to vfio-pci
-//! and binds the ones that have no driver yet ([`bind_preserved`]).
+//! ([`vfio::Hold`]), so nobody initialises or resets it without its preserved state. For the
+//! devices whose state was kept, and with module parameter `bind_preserved` for all, the module
+//! also sets the devices' `driver_override` to vfio-pci and binds the ones that have no driver
+//! yet ([`bind_preserved`]): no other driver can take a kept state over.
 
 use crate::{
-    abi::{Identity, ListEntry, Location},
+    abi::{DeviceMode, Identity, ListEntry, Location},
     binding, vfio,
 };
 use kernel::prelude::*;
@@ -31,10 +32,11 @@ pub(crate) fn hold(loc: &Location) -> Option<vfio::Hold> {
         .ok()
 }
 
-/// Makes vfio-pci the only driver of the devices of `list` (module parameter `bind_preserved`):
-/// sets their `driver_override` and binds those that have no driver yet.
-pub(crate) fn bind_preserved(list: &[ListEntry]) {
-    for listed in list {
+/// Makes vfio-pci the only driver of the kept devices of `list`, and with `all` (module parameter
+/// `bind_preserved`) of all of them: sets their `driver_override` and binds those that have no
+/// driver yet.
+pub(crate) fn bind_preserved(list: &[ListEntry], all: bool) {
+    for listed in list.iter().filter(|l| all || l.mode == DeviceMode::Keep) {
         let loc = listed.location;
         let Some(pdev) = loc.find_pci("bind_preserved") else {
             continue;

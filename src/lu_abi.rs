@@ -23,7 +23,8 @@ pub(crate) use bindings::{
     vfio_pci_lu_dev_ser as DevSer,
     vfio_pci_lu_dev_v1_ser as DevV1Ser,
     vfio_pci_lu_ext as Ext,
-    vfio_pci_lu_identity as IdentitySer, //
+    vfio_pci_lu_identity as IdentitySer,
+    vfio_pci_lu_keep as KeepSer, //
 };
 
 /// Declares a blob type of the ABI: the C struct, in a type of the driver's own so that it can
@@ -125,6 +126,10 @@ pub(crate) const EXT_MAGIC: u32 = bindings::VFIO_PCI_LU_EXT_MAGIC;
 /// The extension version this kernel writes and reads.
 // CAST: A small constant.
 pub(crate) const EXT_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_VERSION as u16;
+pub(crate) const EXT_KEEP_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_KEEP_VERSION as u16;
+pub(crate) const MODE_RESET: u8 = bindings::VFIO_PCI_LU_MODE_RESET as u8;
+pub(crate) const MODE_KEEP: u8 = bindings::VFIO_PCI_LU_MODE_KEEP as u8;
+pub(crate) const CFG_SIZE: usize = bindings::VFIO_PCI_LU_CFG_SIZE as usize;
 /// The largest extension `length` a reader accepts.
 // CAST: A small constant.
 pub(crate) const EXT_MAX_LENGTH: u16 = bindings::VFIO_PCI_LU_EXT_MAX_LENGTH as u16;
@@ -141,11 +146,17 @@ static_assert!(offset_of!(Ext, length) == 6);
 static_assert!(offset_of!(Ext, id) == 8);
 static_assert!(size_of::<IdentitySer>() == 16);
 static_assert!(size_of::<Ext>() == 24);
-static_assert!(size_of::<Ser>() == 30);
+static_assert!(offset_of!(bindings::vfio_pci_lu_ser, keep) == 30);
+static_assert!(offset_of!(KeepSer, mode) == 0);
+static_assert!(offset_of!(KeepSer, cfg_size) == 2);
+static_assert!(offset_of!(KeepSer, cfg) == 4);
+static_assert!(size_of::<KeepSer>() == 4 + CFG_SIZE);
+static_assert!(size_of::<Ser>() == 290);
 static_assert!(align_of::<Ser>() == 1);
 
 static_assert!(size_of::<DevSer>() == 24);
 static_assert!(offset_of!(DevSer, reset) == 6);
+static_assert!(offset_of!(DevSer, mode) == 7);
 static_assert!(offset_of!(DevSer, id) == 8);
 static_assert!(offset_of!(bindings::vfio_pci_lu_devs_ser, devs) == 8);
 static_assert!(size_of::<DevsSer>() == 4096);

@@ -10,7 +10,7 @@ declare_trace! {
     /// # Safety
     ///
     /// Always safe to call.
-    unsafe fn vfio_pci_lu_freeze(domain: u32, bus: u8, devfn: u8, serial: bool, us: u64, ret: c_int);
+    unsafe fn vfio_pci_lu_freeze(domain: u32, bus: u8, devfn: u8, reset: u8, us: u64, ret: c_int);
     /// # Safety
     ///
     /// Always safe to call.
@@ -38,9 +38,20 @@ fn ret_of(res: &Result) -> c_int {
 }
 
 /// The freeze of the device at `loc` ended with `res` after `us` microseconds.
-pub(crate) fn freeze(loc: &Location, serial: bool, us: u64, res: &Result) {
+/// What a freeze did about the device's reset.
+#[derive(Clone, Copy)]
+pub(crate) enum FreezeReset {
+    /// Queued it (parallel mode).
+    Parallel = 0,
+    /// Did it (serial mode).
+    Serial = 1,
+    /// None: the device keeps its state.
+    None = 2,
+}
+
+pub(crate) fn freeze(loc: &Location, reset: FreezeReset, us: u64, res: &Result) {
     // SAFETY: Always safe to call.
-    unsafe { vfio_pci_lu_freeze(loc.domain, loc.bus, loc.devfn, serial, us, ret_of(res)) }
+    unsafe { vfio_pci_lu_freeze(loc.domain, loc.bus, loc.devfn, reset as u8, us, ret_of(res)) }
 }
 
 /// Who reset a device, for [`reset`].

@@ -121,6 +121,32 @@ impl PciDevice {
         to_result(unsafe { bindings::vfio_pci_core_lu_reset(self.as_raw()) })
     }
 
+    /// The live update preserves a file of the device: returns the mode that its user chose with
+    /// `VFIO_DEVICE_FEATURE_LIVEUPDATE` (`VFIO_DEVICE_LIVEUPDATE_RESET` or `_KEEP`), which cannot
+    /// change from now on until [`PciDevice::lu_unpreserve`]. Fails with [`EBUSY`] if a file of the
+    /// device is preserved already.
+    pub(crate) fn lu_preserve(&self) -> Result<u8> {
+        // SAFETY: By the type invariants, the device is registered; the call takes its device set
+        // lock.
+        let mode = unsafe { bindings::vfio_pci_lu_preserve(self.as_raw()) };
+        to_result(mode)?;
+        // CAST: vfio-pci's modes are 0 and 1.
+        Ok(mode as u8)
+    }
+
+    /// Ends [`PciDevice::lu_preserve`]: unpreserve, or a preserve that failed after it.
+    pub(crate) fn lu_unpreserve(&self) {
+        // SAFETY: By the type invariants, the device is registered.
+        unsafe { bindings::vfio_pci_lu_unpreserve(self.as_raw()) };
+    }
+
+    /// Tells vfio-pci what `VFIO_DEVICE_FEATURE_LIVEUPDATE` reports on the retrieved file of the
+    /// device: the mode it was preserved with, and whether its state was kept.
+    pub(crate) fn lu_retrieved(&self, mode: u8, kept: bool) {
+        // SAFETY: By the type invariants, the device is registered.
+        unsafe { bindings::vfio_pci_lu_retrieved(self.as_raw(), mode, kept) };
+    }
+
     /// Opens the one file through which a device that [`Hold`] holds off may be opened: a file
     /// equivalent to one opened through the character device (device access blocked until
     /// `VFIO_DEVICE_BIND_IOMMUFD`), whose bind ends the hold-off. Fails with [`ENOENT`] if the

@@ -55,12 +55,13 @@ mod fault;
 #[path = "no_fault.rs"]
 mod fault;
 mod holdoff;
+mod keep;
 mod lu_abi;
 mod reset;
 mod trace;
 mod vfio;
 
-use abi::{Identity, Location, ResetRecord};
+use abi::{DeviceMode, Identity, Location, ResetRecord};
 use devices::DeviceList;
 use fault::Faults;
 use lu_abi::Ser;
@@ -185,6 +186,8 @@ struct Handler {
 struct Preserved {
     /// Where the device is, as it went into the list of preserved devices.
     location: Location,
+    /// What the freeze does to the device, as its user chose before the preserve.
+    mode: DeviceMode,
     /// Whether bus mastering was on when the freeze cleared it, to set back on unfreeze.
     master: bool,
     /// The reset that the freeze queued (parallel mode), until the kexec or the unfreeze.
@@ -260,10 +263,29 @@ impl Handler {
                     e
                 )
             })?;
-        let record = devices.reset_record(&location);
-        if record != ResetRecord::Done {
-            self.shared.reset_at_retrieve(&core, &location, record)?;
-        }
+        let kept = match decoded.mode {
+            DeviceMode::Keep => match keep::check_at_retrieve(core.pci(), abi::kept_config(data)) {
+                Ok(()) => true,
+                Err(lost) => {
+                    dev_warn!(
+                        dev,
+                        "live update: retrieve: the state of the kept device was lost ({}); resetting it, its VMM must initialise it again\n",
+                        lost
+                    );
+                    self.shared
+                        .reset_at_retrieve(&core, &location, ResetRecord::NotReset)?;
+                    false
+                }
+            },
+            DeviceMode::Reset => {
+                let record = devices.reset_record(&location);
+                if record != ResetRecord::Done {
+                    self.shared.reset_at_retrieve(&core, &location, record)?;
+                }
+                false
+            }
+        };
+        core.lu_retrieved(decoded.mode.to_uapi(), kept);
         let file = core.open_file().inspect_err(|e| {
             dev_err!(
                 dev,
@@ -271,7 +293,13 @@ impl Handler {
                 e
             )
         })?;
-        dev_dbg!(dev, "live update: retrieved, {}\n", have);
+        dev_dbg!(
+            dev,
+            "live update: retrieved, {}, mode {}{}\n",
+            have,
+            decoded.mode.name(),
+            if kept { ", state kept" } else { "" }
+        );
         Ok(file)
     }
 
@@ -280,6 +308,7 @@ impl Handler {
         &self,
         file: &File,
         state: &mut Preserved,
+        data: &mut Ser,
         began: Instant<Monotonic>,
     ) -> Result {
         let shared = &*self.shared;
@@ -297,6 +326,27 @@ impl Handler {
         // The one undo path: LUO unfreezes only the files frozen before this one, so a failure
         // from here on gives this device back to its user as it was.
         let undo = ScopeGuard::new(|| core.unfreeze(master));
+
+        // Keep mode: no reset; the configuration space, bus mastering off, goes to the next kernel.
+        if state.mode == DeviceMode::Keep {
+            let cfg = keep::capture(pdev).inspect_err(|e| {
+                dev_err!(
+                    dev,
+                    "live update: cannot freeze: the configuration space of the kept device cannot be read: {:?}\n",
+                    e
+                )
+            })?;
+            abi::encode_config(data, &cfg);
+            undo.dismiss();
+            state.master = master;
+            shared.resets.frozen(began);
+            dev_dbg!(
+                dev,
+                "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, state kept)\n",
+                began.elapsed().as_micros_ceil()
+            );
+            return Ok(());
+        }
 
         // The reset needs the locks of the function and of its bridge (after vfio-pci's, which
         // the freeze just took): refuse now if someone holds them, rather than let the kexec go
@@ -405,7 +455,8 @@ impl liveupdate::FileHandler for Handler {
     }
 
     fn preserve(&self, file: &File, data: &mut Ser) -> Result<Preserved> {
-        let pdev = vfio_pci_of(file).ok_or(EINVAL)?.pci();
+        let core = vfio_pci_of(file).ok_or(EINVAL)?;
+        let pdev = core.pci();
         // A file that is not bound does not hold the device open: another process may drive the
         // device through a file of its own, and the freeze would reset it under that process.
         if !vfio::file_is_bound(file) {
@@ -417,13 +468,31 @@ impl liveupdate::FileHandler for Handler {
         }
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
-        self.shared.devices.preserving(pdev, &location, &identity)?;
-        abi::encode(data, &location, &identity);
-        dev_dbg!(pdev.as_ref(), "live update: preserved, {}\n", identity);
+        // From here on the user cannot change the mode (VFIO_DEVICE_FEATURE_LIVEUPDATE: EBUSY).
+        let mode = DeviceMode::from_uapi(core.lu_preserve().inspect_err(|e| {
+            dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: vfio-pci has the device preserved already: {:?}\n",
+                e
+            )
+        })?);
+        let preserved = ScopeGuard::new(|| core.lu_unpreserve());
+        self.shared
+            .devices
+            .preserving(pdev, &location, &identity, mode)?;
+        preserved.dismiss();
+        abi::encode(data, &location, &identity, mode);
+        dev_dbg!(
+            pdev.as_ref(),
+            "live update: preserved, {}, mode {}\n",
+            identity,
+            mode.name()
+        );
         // Fault injection only: `false` without it.
         let _bad_handle = self.shared.faults.corrupt(data);
         Ok(Preserved {
             location,
+            mode,
             master: false,
             reset: None,
             #[cfg(CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT)]
@@ -431,17 +500,24 @@ impl liveupdate::FileHandler for Handler {
         })
     }
 
-    fn unpreserve(&self, _file: &File, state: &Preserved, _data: &Ser) {
+    fn unpreserve(&self, file: &File, state: &Preserved, _data: &Ser) {
         self.shared.devices.unpreserved(&state.location);
+        if let Some(core) = vfio_pci_of(file) {
+            core.lu_unpreserve();
+        }
         pr_debug!("{}: live update: no longer preserved\n", state.location);
     }
 
-    fn freeze(&self, file: &File, state: &mut Preserved, _data: &mut Ser) -> Result {
+    fn freeze(&self, file: &File, state: &mut Preserved, data: &mut Ser) -> Result {
         let began = Instant::<Monotonic>::now();
-        let res = self.freeze_device(file, state, began);
+        let res = self.freeze_device(file, state, data, began);
         trace::freeze(
             &state.location,
-            self.shared.resets.mode() == Mode::Serial,
+            match (state.mode, self.shared.resets.mode()) {
+                (DeviceMode::Keep, _) => trace::FreezeReset::None,
+                (DeviceMode::Reset, Mode::Serial) => trace::FreezeReset::Serial,
+                (DeviceMode::Reset, Mode::Parallel) => trace::FreezeReset::Parallel,
+            },
             began.elapsed().as_micros_ceil().unsigned_abs(),
             &res,
         );
@@ -474,7 +550,11 @@ impl liveupdate::FileHandler for Handler {
             ),
             _ => dev_dbg!(
                 dev,
-                "live update: unfrozen, the kexec was cancelled: reset done and config restored, bus mastering {} as before, user access back\n",
+                "live update: unfrozen, the kexec was cancelled: {}, bus mastering {} as before, user access back\n",
+                match state.mode {
+                    DeviceMode::Keep => "not reset (keep mode)",
+                    DeviceMode::Reset => "reset done and config restored",
+                },
                 master
             ),
         }
@@ -570,9 +650,9 @@ impl kernel::InPlaceModule for VfioPciLiveUpdate {
                     incoming.len()
                 );
             }
-            if module_parameters::bind_preserved.value() {
-                holdoff::bind_preserved(&incoming);
-            }
+            // Only vfio-pci can hand a kept device's state back: it is the only driver of kept
+            // devices; of the others only with bind_preserved.
+            holdoff::bind_preserved(&incoming, module_parameters::bind_preserved.value());
             pr_debug!(
                 "registered the LUO file handler \"{}\" (resets at freeze: {})\n",
                 lu_abi::COMPATIBLE.to_str().unwrap_or("?"),

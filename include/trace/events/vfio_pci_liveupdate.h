@@ -18,30 +18,32 @@
 
 /*
  * vfio_pci_lu_freeze - the freeze of one preserved device ended
- * @serial: whether the freeze reset the device itself (module parameter
- *	serial_reset), or queued its reset
+ * @reset: 0 if the freeze queued the device's reset (parallel, the
+ *	default), 1 if it reset the device itself (module parameter
+ *	serial_reset), 2 if it did not reset it (keep mode)
  */
 TRACE_EVENT(vfio_pci_lu_freeze,
-	    TP_PROTO(u32 domain, u8 bus, u8 devfn, bool serial, u64 us,
+	    TP_PROTO(u32 domain, u8 bus, u8 devfn, u8 reset, u64 us,
 		     int ret),
-	    TP_ARGS(domain, bus, devfn, serial, us, ret),
+	    TP_ARGS(domain, bus, devfn, reset, us, ret),
 	    TP_STRUCT__entry(__field(u32, domain)
 			     __field(u8, bus)
 			     __field(u8, devfn)
-			     __field(bool, serial)
+			     __field(u8, reset)
 			     __field(u64, us)
 			     __field(int, ret)),
 	    TP_fast_assign(__entry->domain = domain;
 			   __entry->bus = bus;
 			   __entry->devfn = devfn;
-			   __entry->serial = serial;
+			   __entry->reset = reset;
 			   __entry->us = us;
 			   __entry->ret = ret;),
 	    TP_printk("%04x:%02x:%02x.%u reset=%s us=%llu ret=%d",
 		      __entry->domain, __entry->bus, __entry->devfn >> 3,
 		      __entry->devfn & 7,
-		      __entry->serial ? "serial" : "parallel", __entry->us,
-		      __entry->ret)
+		      __print_symbolic(__entry->reset, { 0, "parallel" },
+				       { 1, "serial" }, { 2, "none" }),
+		      __entry->us, __entry->ret)
 );
 
 /*

@@ -7,6 +7,7 @@
 use super::{Device, Vendor};
 use crate::{
     bindings,
+    error::{code::*, Result},
     ffi::c_int,
     sync::aref::ARef, //
 };
@@ -109,6 +110,53 @@ impl Device {
         } else {
             u16::MAX
         }
+    }
+
+    /// Reads the configuration dword at `offset` from the device: whoever drives the function,
+    /// in any context where the PCI core may access its configuration space.
+    ///
+    /// Fails with [`EINVAL`] for an offset that is not dword aligned or beyond the function's
+    /// configuration space, and with [`EIO`] if the read fails (the device is gone, or the
+    /// PCI core blocks configuration access during its reset).
+    pub fn read_config_dword(&self, offset: u16) -> Result<u32> {
+        self.check_config_offset(offset)?;
+        let mut val: u32 = 0;
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `val` is a
+        // valid `u32` to write to.
+        let ret = unsafe {
+            bindings::pci_read_config_dword(self.as_raw(), c_int::from(offset), &mut val)
+        };
+        if ret == 0 {
+            Ok(val)
+        } else {
+            Err(EIO)
+        }
+    }
+
+    /// Writes the configuration dword at `offset` of the device: as [`Device::read_config_dword`].
+    ///
+    /// The PCI core and the function's driver may have the register cached; only the caller
+    /// knows whether that matters.
+    pub fn write_config_dword(&self, offset: u16, val: u32) -> Result {
+        self.check_config_offset(offset)?;
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`.
+        let ret =
+            unsafe { bindings::pci_write_config_dword(self.as_raw(), c_int::from(offset), val) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(EIO)
+        }
+    }
+
+    fn check_config_offset(&self, offset: u16) -> Result {
+        // SAFETY: By its type invariant `self.as_raw` is a valid `struct pci_dev`; `cfg_size` is
+        // set at enumeration and never changes.
+        let size = unsafe { (*self.as_raw()).cfg_size };
+        if offset % 4 != 0 || i32::from(offset) + 4 > size {
+            return Err(EINVAL);
+        }
+        Ok(())
     }
 
     /// Returns whether MSI or MSI-X is enabled, as the PCI core last recorded it.

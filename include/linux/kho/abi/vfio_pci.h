@@ -38,10 +38,16 @@
  * the first six bytes, so an extension that is all zeros means "written by
  * the upstream layout": the reader accepts it without an identity check.
  * Any other extension with a wrong magic, version or length is refused.
+ * Version 2 (%VFIO_PCI_LU_EXT_KEEP_VERSION) is written for a device whose
+ * state the live update keeps (VFIO_DEVICE_FEATURE_LIVEUPDATE): the
+ * extension is followed by &struct vfio_pci_lu_keep, and @length covers
+ * both. A device that is reset keeps version 1, which older kernels read; a
+ * kept one gets a version that they refuse, rather than hand the device out
+ * as if it had been reset.
  *
  * All structures are packed and in the CPU's byte order (both kernels run on
- * the same machine). The blob, &struct vfio_pci_lu_ser, is 30 bytes at the
- * start of a zeroed page.
+ * the same machine). The blob, &struct vfio_pci_lu_ser, is 290 bytes at the
+ * start of a zeroed page; a version 1 extension leaves the last 260 zero.
  *
  * A change that breaks the rules above needs a new compatible string.
  */
@@ -70,10 +76,15 @@ struct vfio_pci_core_device_ser {
  */
 #define VFIO_PCI_LU_EXT_MAGIC		0x554c4656
 /**
- * define VFIO_PCI_LU_EXT_VERSION - &vfio_pci_lu_ext.version this kernel
- * writes and reads
+ * define VFIO_PCI_LU_EXT_VERSION - &vfio_pci_lu_ext.version of a device
+ * that is reset at freeze
  */
 #define VFIO_PCI_LU_EXT_VERSION		1
+/**
+ * define VFIO_PCI_LU_EXT_KEEP_VERSION - &vfio_pci_lu_ext.version of a device
+ * whose state is kept, with &struct vfio_pci_lu_keep
+ */
+#define VFIO_PCI_LU_EXT_KEEP_VERSION	2
 /**
  * define VFIO_PCI_LU_EXT_MAX_LENGTH - Upper bound of &vfio_pci_lu_ext.length
  * that a reader accepts; the blob is one page
@@ -115,19 +126,52 @@ struct vfio_pci_lu_ext {
 } __packed;
 
 /**
+ * define VFIO_PCI_LU_MODE_RESET - The device is reset at freeze
+ */
+#define VFIO_PCI_LU_MODE_RESET		0
+/**
+ * define VFIO_PCI_LU_MODE_KEEP - The device keeps its state through the kexec
+ */
+#define VFIO_PCI_LU_MODE_KEEP		1
+/**
+ * define VFIO_PCI_LU_CFG_SIZE - Bytes of configuration space that
+ * &struct vfio_pci_lu_keep holds: the standard header and capabilities
+ */
+#define VFIO_PCI_LU_CFG_SIZE		256
+
+/**
+ * struct vfio_pci_lu_keep - What a version 2 extension adds for a kept device
+ * @mode: %VFIO_PCI_LU_MODE_KEEP
+ * @reserved: zero
+ * @cfg_size: bytes of @cfg that were read from the device,
+ *	      %VFIO_PCI_LU_CFG_SIZE
+ * @cfg: the device's configuration space at freeze, after Bus Master was
+ *	 cleared, which the new kernel compares with the device at retrieve
+ */
+struct vfio_pci_lu_keep {
+	u8 mode;
+	u8 reserved;
+	u16 cfg_size;
+	u8 cfg[VFIO_PCI_LU_CFG_SIZE];
+} __packed;
+
+/**
  * struct vfio_pci_lu_ser - Everything preserved for one device file
  * @core: upstream layout, always first
  * @ext: extension, right after it (offset 6)
+ * @keep: version 2 only (zero in version 1), right after @ext (offset 30)
  */
 struct vfio_pci_lu_ser {
 	struct vfio_pci_core_device_ser core;
 	struct vfio_pci_lu_ext ext;
+	struct vfio_pci_lu_keep keep;
 } __packed;
 
 static_assert(sizeof(struct vfio_pci_core_device_ser) == 6);
 static_assert(sizeof(struct vfio_pci_lu_identity) == 16);
 static_assert(sizeof(struct vfio_pci_lu_ext) == 24);
-static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
+static_assert(sizeof(struct vfio_pci_lu_keep) == 260);
+static_assert(sizeof(struct vfio_pci_lu_ser) == 290);
 
 /**
  * DOC: the list of preserved devices
@@ -157,6 +201,11 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
  * identity with the device at its address, and leaves a device that differs
  * alone.
  *
+ * An entry's @mode is the device's mode (version 2 lists written before the
+ * modes existed have zero there, which is the reset mode): the new kernel
+ * makes vfio-pci the only driver of a kept device when it loads, whatever
+ * bind_preserved says, since no other driver can take its state over, and
+ * a kept device is not reset whatever @reset says.
  * The reset outcome (@reset of an entry) is written by the old kernel until
  * the kexec jumps: %VFIO_PCI_LU_RESET_NONE when the device was preserved,
  * %VFIO_PCI_LU_RESET_QUEUED when its freeze started the reset,
@@ -222,14 +271,15 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 30);
  * @domain: PCI segment (domain) number of the device
  * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
  * @reset: outcome of the reset at freeze, a %VFIO_PCI_LU_RESET_* value
- * @reserved: zero
+ * @mode: %VFIO_PCI_LU_MODE_RESET or %VFIO_PCI_LU_MODE_KEEP (zero, reset,
+ *	  from writers that did not know the modes)
  * @id: identity of the device when it was preserved
  */
 struct vfio_pci_lu_dev_ser {
 	u32 domain;
 	u16 bdf;
 	u8 reset;
-	u8 reserved;
+	u8 mode;
 	struct vfio_pci_lu_identity id;
 } __packed;
 

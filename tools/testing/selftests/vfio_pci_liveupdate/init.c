@@ -11,11 +11,11 @@
  * Stage 2: the same up to the tests, then power off.
  *
  * The tests take their devices by BDF, as the VFIO selftests do: init finds
- * the devices of vfio_lu_devs=, vfio_lu_fault_devs= and vfio_lu_reset_devs=
- * (vendor:device lists from the host), sorted by BDF, and gives every test
- * their BDFs in the environment (VFIO_LU_BDFS, VFIO_LU_FAULT_BDFS,
- * VFIO_LU_RESET_BDFS, separated by spaces; VFIO_SELFTESTS_BDF is the first
- * of VFIO_LU_BDFS). A word "$NAME" in a test list is replaced by the words
+ * the devices of vfio_lu_devs=, vfio_lu_fault_devs=, vfio_lu_reset_devs= and
+ * vfio_lu_keep_devs= (vendor:device lists from the host), sorted by BDF, and
+ * gives every test their BDFs in the environment (VFIO_LU_BDFS,
+ * VFIO_LU_FAULT_BDFS, VFIO_LU_RESET_BDFS, VFIO_LU_KEEP_BDFS, separated by
+ * spaces; VFIO_SELFTESTS_BDF is the first of VFIO_LU_BDFS). A word "$NAME" in a test list is replaced by the words
  * of that variable: "vfio_lu_kexec_test -s 1 $VFIO_LU_BDFS".
  *
  * The module is loaded before anything opens /dev/liveupdate: after a kexec,
@@ -46,8 +46,10 @@ static char env_selftests_bdf[64] = "VFIO_SELFTESTS_BDF=";
 static char env_devs[1024] = "VFIO_LU_BDFS=";
 static char env_fault_devs[1024] = "VFIO_LU_FAULT_BDFS=";
 static char env_reset_devs[1024] = "VFIO_LU_RESET_BDFS=";
+static char env_keep_devs[1024] = "VFIO_LU_KEEP_BDFS=";
 static char *test_env[] = {
-	"PATH=/tests", env_selftests_bdf, env_devs, env_fault_devs, env_reset_devs, NULL,
+	"PATH=/tests", env_selftests_bdf, env_devs, env_fault_devs, env_reset_devs, env_keep_devs,
+	NULL,
 };
 
 /* To the console and the host's KTAP channel; a lost line cannot be reported. */
@@ -487,6 +489,7 @@ int main(void)
 	bind_devices("vfio_lu_devs", env_devs, sizeof(env_devs));
 	bind_devices("vfio_lu_fault_devs", env_fault_devs, sizeof(env_fault_devs));
 	bind_devices("vfio_lu_reset_devs", env_reset_devs, sizeof(env_reset_devs));
+	bind_devices("vfio_lu_keep_devs", env_keep_devs, sizeof(env_keep_devs));
 	/* The first device, for a program given none (libvfio's variable). */
 	snprintf(env_selftests_bdf + strlen(env_selftests_bdf),
 		 sizeof(env_selftests_bdf) - strlen(env_selftests_bdf), "%.*s",

@@ -16,9 +16,11 @@
  *                             opening a device through its cdev or its group
  *                             fails with EBUSY before retrieve; retrieve gives
  *                             a file per token, for the device stage 1 saw,
- *                             and the cdevs open again; finish fails before
- *                             bind; bind, GET_INFO and config reads give the
- *                             IDs stage 1 read; finish works; the module
+ *                             reset; finish fails before bind; bind does not
+ *                             reset the device again (a virtio status set
+ *                             through sysfs before it survives), GET_INFO and
+ *                             config reads give the IDs stage 1 read, and the
+ *                             cdevs open again; finish works; the module
  *                             unloads afterwards, reloads, and holds nothing
  *                             off
  */
@@ -42,6 +44,8 @@
 /* virtio device status ACKNOWLEDGE | DRIVER, which a reset clears */
 #define VIRTIO_STATUS	0x03
 #define VIRTIO_VENDOR	0x1af4
+/* virtio device status ACKNOWLEDGE, set after retrieve: the bind must keep it */
+#define VIRTIO_STATUS_MARK	0x01
 
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
 static int ndevs;
@@ -431,14 +435,15 @@ static bool in_devs(const char *bdf, const struct vfio_lu_dev *list, int n)
  * What the module did to the devices when it loaded (init recorded it before
  * binding anything): with bind_preserved=1, every device the previous kernel
  * preserved (ours, and the fault test's when it ran) was bound to vfio-pci
- * with driver_override vfio-pci; without it, none was touched. No other
- * function gets an override either way.
+ * with driver_override vfio-pci; without it, only the kept ones (the keep
+ * test's). No other function gets an override either way.
  */
 static void bind_policy_at_load(void)
 {
 	struct vfio_lu_dev fault[VFIO_LU_MAX_DEVS], reset[VFIO_LU_MAX_DEVS];
+	struct vfio_lu_dev keep[VFIO_LU_MAX_DEVS];
 	char param[8], line[256], bdf[32], drv[64], ovr[64];
-	int nfault = 0, nreset = 0, seen = 0, want, bad = 0;
+	int nfault = 0, nreset = 0, nkeep, seen = 0, want, bad = 0;
 	bool on;
 	FILE *f;
 
@@ -455,7 +460,11 @@ static void bind_policy_at_load(void)
 		nfault = 0;
 	if (nreset < 0)
 		nreset = 0;
-	want = ndevs + nfault + nreset;
+	/* The keep test's devices, kept: the module binds them whatever bind_preserved says. */
+	nkeep = vfio_lu_devs_from_env("VFIO_LU_KEEP_BDFS", keep, VFIO_LU_MAX_DEVS);
+	if (nkeep < 0)
+		nkeep = 0;
+	want = ndevs + nfault + nreset + nkeep;
 	f = fopen(VFIO_LU_AT_LOAD, "re");
 	while (f && fgets(line, sizeof(line), f)) {
 		bool preserved, has_ovr, mismatch, ok;
@@ -463,7 +472,7 @@ static void bind_policy_at_load(void)
 		if (sscanf(line, "%31s %63s %63s", bdf, drv, ovr) != 3)
 			continue;
 		preserved = in_devs(bdf, devs, ndevs) || in_devs(bdf, fault, nfault) ||
-			    in_devs(bdf, reset, nreset);
+			    in_devs(bdf, reset, nreset) || in_devs(bdf, keep, nkeep);
 		has_ovr = strcmp(ovr, "(null)");
 		/*
 		 * The reset test gave one of its devices another identity in
@@ -473,7 +482,7 @@ static void bind_policy_at_load(void)
 			   !strcmp(bdf, reset[VFIO_LU_RESET_LOST].bdf);
 		if (!preserved)
 			ok = !has_ovr;
-		else if (on && !mismatch)
+		else if ((on && !mismatch) || in_devs(bdf, keep, nkeep))
 			ok = !strcmp(drv, "vfio-pci") && !strcmp(ovr, "vfio-pci");
 		else
 			ok = strcmp(drv, "vfio-pci") && !has_ovr;
@@ -502,7 +511,7 @@ static void stage2(int luo, int state)
 	find_devices();
 	for (i = 0, nvirtio = 0; i < ndevs; i++)
 		nvirtio += devs[i].vendor == VIRTIO_VENDOR;
-	ksft_set_plan(17 + 3 * ndevs + nvirtio);
+	ksft_set_plan(17 + 3 * ndevs + 2 * nvirtio);
 	bind_policy_at_load();
 
 	vfio_lu_state_done(state);
@@ -551,6 +560,16 @@ static void stage2(int luo, int state)
 				 "stage2_virtio_status_reset_before_bind %s (status %d)\n",
 				 rec->dev[i].bdf, status);
 	}
+	/*
+	 * A mark in the device, set through sysfs after retrieve: the bind must
+	 * not reset the device again (reset at freeze, held off since).
+	 */
+	for (i = 0; i < ndevs; i++)
+		if (rec->dev[i].vendor == VIRTIO_VENDOR &&
+		    vfio_lu_virtio_status_sysfs_rw(rec->dev[i].bdf, VIRTIO_STATUS_MARK) !=
+		    VIRTIO_STATUS_MARK)
+			ksft_print_msg("%s: cannot set the virtio status through sysfs\n",
+				       rec->dev[i].bdf);
 	ret = luo_session_retrieve_fd(session, DEV_TOKEN(ndevs));
 	ksft_test_result(ret == -ENOENT, "stage2_retrieve_unknown_token_fails (%s)\n",
 			 strerror(-ret));
@@ -574,6 +593,17 @@ static void stage2(int luo, int state)
 				 device_works(fds[i], iommufd, rec->dev[i].bdf,
 					      rec->dev[i].vendor, rec->dev[i].device),
 				 "stage2_bind_get_info_config %s\n", rec->dev[i].bdf);
+	/* Read back through the bound file: the bind left the device as it was. */
+	for (i = 0; i < ndevs; i++) {
+		int status;
+
+		if (rec->dev[i].vendor != VIRTIO_VENDOR)
+			continue;
+		status = fds[i] < 0 ? -EBADF : vfio_lu_virtio_status(fds[i]);
+		ksft_test_result(status == VIRTIO_STATUS_MARK,
+				 "stage2_bind_does_not_reset %s (status %d, set %d before bind)\n",
+				 rec->dev[i].bdf, status, VIRTIO_STATUS_MARK);
+	}
 
 	/* Bound, the hold-off is over: the cdev opens (a bind through it would not). */
 	for (i = 0; i < ndevs; i++) {

@@ -16,7 +16,9 @@
  *                             for the first and third devices and hold the
  *                             second's locks past the give-up; the kexec
  *                             goes on (a reset runs after the freeze). The
- *                             fourth device goes into a session of its own,
+ *                             two functions of one device refuse the keep
+ *                             mode (EOPNOTSUPP). The fourth device goes into
+ *                             a session of its own,
  *                             whose VMM will not come back; with
  *                             bind_preserved=1, its entry in the list of
  *                             preserved devices gets another identity
@@ -107,7 +109,8 @@ static void stage1(int luo)
 	if (access(VFIO_LU_FAIL_RESET, W_OK))
 		ksft_exit_fail_msg("%s: %s (CONFIG_VFIO_PCI_LIVEUPDATE_FAULT_INJECT off?)\n",
 				   VFIO_LU_FAIL_RESET, strerror(errno));
-	ksft_set_plan(2 + NFN + 2 * NDEVS + (serial ? 6 : 1) + vfio_lu_param_on("bind_preserved"));
+	ksft_set_plan(2 + 2 * NFN + 2 * NDEVS + (serial ? 6 : 1) +
+		      vfio_lu_param_on("bind_preserved"));
 
 	vfio_lu_state_create(luo, STATE_SESSION);
 	session = luo_create_session(luo, SESSION_NAME);
@@ -149,7 +152,16 @@ static void stage1(int luo)
 	 * proposal's layout (six bytes, zeros after them).
 	 */
 	for (i = FN0; i < FN0 + NFN; i++) {
+		struct vfio_device_feature_liveupdate lu = {};
+
 		fd = vfio_lu_bound_cdev(devs[i].bdf, iommufd);
+		/* A reset of the other function would reset it: its state cannot be kept. */
+		ret = fd < 0 ? fd : vfio_lu_set_mode(fd, VFIO_DEVICE_LIVEUPDATE_KEEP);
+		if (ret == -EOPNOTSUPP)
+			ret = vfio_lu_feature(fd, false, &lu);
+		ksft_test_result(!ret && lu.supported == 1 << VFIO_DEVICE_LIVEUPDATE_RESET,
+				 "stage1_keep_refused_for_a_shared_device_set %s (%s, supported %#x)\n",
+				 devs[i].bdf, strerror(-ret), lu.supported);
 		ret = fd < 0 ? fd : vfio_lu_virtio_set_status(fd, STATUS);
 		if (!ret && i == FN0)
 			ret = vfio_lu_write_file(VFIO_LU_CORRUPT, "upstream");

@@ -530,8 +530,8 @@ static inline int vfio_lu_virtio_common_cfg(const uint8_t *cfg, int *bar, uint32
 /* device_status in virtio's common configuration */
 #define VFIO_LU_VIRTIO_STATUS	20
 
-/* The region offset of the virtio device status register, through a bound device fd. */
-static inline int vfio_lu_virtio_status_off(int devfd, off_t *out)
+/* The region offset of a virtio device's common configuration, through a bound device fd. */
+static inline int vfio_lu_virtio_common_off(int devfd, off_t *out)
 {
 	struct vfio_region_info reg = { .argsz = sizeof(reg) };
 	uint8_t cfg[256];
@@ -546,8 +546,46 @@ static inline int vfio_lu_virtio_status_off(int devfd, off_t *out)
 	reg.index = VFIO_PCI_BAR0_REGION_INDEX + bar;
 	if (ioctl(devfd, VFIO_DEVICE_GET_REGION_INFO, &reg))
 		return -errno;
-	*out = reg.offset + off + VFIO_LU_VIRTIO_STATUS;
+	*out = reg.offset + off;
 	return 0;
+}
+
+/* The region offset of the virtio device status register, through a bound device fd. */
+static inline int vfio_lu_virtio_status_off(int devfd, off_t *out)
+{
+	int ret = vfio_lu_virtio_common_off(devfd, out);
+
+	*out += VFIO_LU_VIRTIO_STATUS;
+	return ret;
+}
+
+/*
+ * VFIO_DEVICE_FEATURE_LIVEUPDATE on a bound device fd: GET into @lu, or SET
+ * from it. 0 or -errno.
+ */
+static inline int vfio_lu_feature(int devfd, bool set, struct vfio_device_feature_liveupdate *lu)
+{
+	uint64_t buf[(sizeof(struct vfio_device_feature) + sizeof(*lu) + 7) / 8];
+	struct vfio_device_feature *f = (struct vfio_device_feature *)buf;
+
+	memset(buf, 0, sizeof(buf));
+	f->argsz = sizeof(*f) + sizeof(*lu);
+	f->flags = VFIO_DEVICE_FEATURE_LIVEUPDATE |
+		   (set ? VFIO_DEVICE_FEATURE_SET : VFIO_DEVICE_FEATURE_GET);
+	memcpy(f->data, lu, sizeof(*lu));
+	if (ioctl(devfd, VFIO_DEVICE_FEATURE, f))
+		return -errno;
+	if (!set)
+		memcpy(lu, f->data, sizeof(*lu));
+	return 0;
+}
+
+/* Choose the live update mode of a bound device fd: 0 or -errno. */
+static inline int vfio_lu_set_mode(int devfd, uint32_t mode)
+{
+	struct vfio_device_feature_liveupdate lu = { .mode = mode };
+
+	return vfio_lu_feature(devfd, true, &lu);
 }
 
 /* Write the virtio device status of a device through its bound fd: 0 or -errno. */
@@ -574,11 +612,12 @@ static inline int vfio_lu_virtio_status(int devfd)
 }
 
 /*
- * The virtio device status of @bdf read from the device through sysfs (its
- * config file and a mapping of the BAR's resource file), whoever has it
- * open: a register that a reset clears. -errno on failure.
+ * The virtio device status of @bdf, read from the device through sysfs (its
+ * config file and a mapping of the BAR's resource file) whoever has it open,
+ * after writing @set to it if @set >= 0: a register that a reset clears.
+ * The status, or -errno.
  */
-static inline int vfio_lu_virtio_status_sysfs(const char *bdf)
+static inline int vfio_lu_virtio_status_sysfs_rw(const char *bdf, int set)
 {
 	char path[PATH_MAX];
 	uint8_t cfg[256];
@@ -603,14 +642,22 @@ static inline int vfio_lu_virtio_status_sysfs(const char *bdf)
 	if (fd < 0)
 		return -errno;
 	base = off & ~(page - 1);
-	map = mmap(NULL, page, PROT_READ, MAP_SHARED, fd, base);
+	map = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, base);
 	close(fd);
 	if (map == MAP_FAILED)
 		return -errno;
-	/* One real load of the register, which the compiler may not drop. */
+	/* Real accesses to the register, which the compiler may not drop. */
+	if (set >= 0)
+		__atomic_store_n(&map[off - base + VFIO_LU_VIRTIO_STATUS], set, __ATOMIC_RELAXED);
 	ret = __atomic_load_n(&map[off - base + VFIO_LU_VIRTIO_STATUS], __ATOMIC_RELAXED);
 	munmap(map, page);
 	return ret;
+}
+
+/* The virtio device status of @bdf read through sysfs, or -errno. */
+static inline int vfio_lu_virtio_status_sysfs(const char *bdf)
+{
+	return vfio_lu_virtio_status_sysfs_rw(bdf, -1);
 }
 
 /*
