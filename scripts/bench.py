@@ -38,6 +38,8 @@ ROWS = [
     ("retrieve/vfio", "retrieve, per device", "userspace, around LIVEUPDATE_SESSION_RETRIEVE_FD"),
     ("retrieve/memfd", "retrieve, memfd baseline", "userspace"),
     ("bind/vfio", "bind (VFIO_DEVICE_BIND_IOMMUFD), per device", "userspace, after retrieve"),
+    ("blackout", "device part of the blackout: freeze + retrieve + bind, all devices",
+     "freeze, all devices, plus every retrieve and bind (kernel boot excluded)"),
     ("finish/vfio", "finish, device session", "userspace, LIVEUPDATE_SESSION_FINISH"),
     ("finish/memfd", "finish, memfd session", "userspace"),
 ]
@@ -73,8 +75,11 @@ def parse_run(rundir):
     s["reset_wait"] = [float(w) for when, _, w in resets if when == "parallel"]
     s["freeze"] = [float(total.group(3))]
     s["kexec_to_retrieved"] = [(last_tsc - kexec_tsc) / float(mhz.group(1))]
+    s["blackout"] = [float(total.group(3)) + sum(s["retrieve/vfio"]) + sum(s["bind/vfio"])]
     ndev = int(total.group(1))
-    return total.group(2), ndev, s
+    # Keep mode runs (bench.sh): no reset at all, whatever the module's reset mode.
+    mode = "keep" if "vfio_lu_bench_keep=1" in console else total.group(2)
+    return mode, ndev, s
 
 
 def fmt(v):
@@ -115,7 +120,7 @@ def svg_plot(data, sizes, path):
         t += step
     for n in sizes:
         out.append(f'<text x="{x(n):.1f}" y="{H - B + 18}" text-anchor="middle">{n}</text>')
-    colours = {"parallel": "#1f77b4", "serial": "#d62728"}
+    colours = {"parallel": "#1f77b4", "serial": "#d62728", "keep": "#2ca02c"}
     for i, (mode, pts) in enumerate(sorted(data.items())):
         c = colours.get(mode, "black")
         ns = sorted(pts)
@@ -127,7 +132,8 @@ def svg_plot(data, sizes, path):
             out.append(f'<circle cx="{x(n):.1f}" cy="{y(med):.1f}" r="3.5" fill="{c}"/>')
         ly = T + 20 + 22 * i
         out.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 40}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
-        out.append(f'<text x="{W - R + 46}" y="{ly + 4}">{mode} resets</text>')
+        label = "keep (no reset)" if mode == "keep" else f"{mode} resets"
+        out.append(f'<text x="{W - R + 46}" y="{ly + 4}">{label}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
@@ -148,7 +154,7 @@ def main():
         for k, v in s.items():
             agg[(mode, n)][k].extend(v)
     sizes = sorted({n for _, n in agg})
-    modes = [m for m in ("parallel", "serial") if any(k[0] == m for k in agg)]
+    modes = [m for m in ("parallel", "serial", "keep") if any(k[0] == m for k in agg)]
 
     out = [f"Device: `{args.device}` behind its own PCIe root port, N per run; "
            f"{min(nruns.values())}–{max(nruns.values())} QEMU run(s) per cell. "
@@ -163,8 +169,9 @@ def main():
         out.extend(f"- {name}: {why}" for name, why in retried)
         out.append("")
     for mode in modes:
-        out.append(f"### {mode.capitalize()} resets" + (" (default)" if mode == "parallel" else
-                                                        " (`vfio_pci_liveupdate.serial_reset=1`)"))
+        out.append({"parallel": "### Parallel resets (default)",
+                    "serial": "### Serial resets (`vfio_pci_liveupdate.serial_reset=1`)",
+                    "keep": "### Keep mode (`VFIO_DEVICE_LIVEUPDATE_KEEP`: no reset)"}[mode])
         out.append("")
         out.append("| phase | " + " | ".join(f"N={n}" for n in sizes) + " | measured |")
         out.append("|---|" + "---|" * len(sizes) + "---|")
@@ -193,6 +200,15 @@ def main():
         if ratios:
             out.append(f"- {phase} per device / memfd baseline (medians, every cell): "
                        f"{min(ratios):.2f}x to {max(ratios):.2f}x")
+    for mode in modes:
+        b = [(n, med(mode, n, "bind/vfio")) for n in sizes if med(mode, n, "bind/vfio")]
+        d = [(n, med(mode, n, "blackout")) for n in sizes if med(mode, n, "blackout")]
+        if b:
+            out.append(f"- bind per device, {mode}: " +
+                       ", ".join(f"N={n} {v / 1000:.2f} ms" for n, v in b))
+        if d:
+            out.append(f"- device part of the blackout, {mode}: " +
+                       ", ".join(f"N={n} {v / 1000:.1f} ms" for n, v in d))
     for phase in ("preserve", "retrieve"):
         per = [(n, med("parallel", n, f"{phase}/vfio")) for n in sizes if med("parallel", n, f"{phase}/vfio")]
         if len(per) > 1:

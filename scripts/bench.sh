@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark command (not a test): for N emulated devices, N in --sizes,
 # boot QEMU and live-update them, in both reset modes (parallel, the default,
-# and serial: vfio_pci_liveupdate.serial_reset=1), --reps times each; then
+# and serial: vfio_pci_liveupdate.serial_reset=1) and in keep mode (every
+# device VFIO_DEVICE_LIVEUPDATE_KEEP, no reset), --reps times each; then
 # summarise every phase (min/median/max) as a Markdown table and plot the
 # freeze time against N (SVG).
 #
 #   scripts/bench.sh [--sizes "1 4 8 16"] [--reps 3] [--device virtio-net-pci]
-#                    [--out docs/bench]
+#                    [--modes "parallel serial keep"] [--out docs/bench]
 #
 # Every QEMU run is a full two-stage run (scripts/vmtest.sh --mode bench) whose
 # report must pass; its logs stay under build/logs/runs/. The table goes to
@@ -18,12 +19,14 @@ LOG_TAG=bench
 SIZES="1 4 8 16"
 REPS=3
 DEVICE=virtio-net-pci
+MODES="parallel serial keep"
 OUT=$PROJECT/docs/bench
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--sizes) SIZES=$2; shift 2 ;;
 	--reps) REPS=$2; shift 2 ;;
 	--device) DEVICE=$2; shift 2 ;;
+	--modes) MODES=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
 	*) die "unknown argument $1" ;;
 	esac
@@ -34,9 +37,13 @@ runs=()
 t0=$(date +%s)
 for n in $SIZES; do
 	devices=$(printf "$DEVICE %.0s" $(seq "$n"))
-	for mode in parallel serial; do
-		append=
-		[ "$mode" = serial ] && append="vfio_pci_liveupdate.serial_reset=1"
+	for mode in $MODES; do
+		case "$mode" in
+		parallel) append= ;;
+		serial) append="vfio_pci_liveupdate.serial_reset=1" ;;
+		keep) append="vfio_lu_bench_keep=1" ;;
+		*) die "unknown mode $mode (parallel, serial, keep)" ;;
+		esac
 		for r in $(seq "$REPS"); do
 			name=bench-$n-$mode-$r
 			log "N=$n $mode, run $r of $REPS"

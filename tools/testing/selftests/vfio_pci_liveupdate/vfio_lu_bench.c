@@ -2,8 +2,10 @@
 /*
  * Benchmark of a device live update, run by scripts/bench.sh (not a test).
  *
- *   vfio_lu_bench -s 1 [-r REPS] BDF...
- *	open and bind every emulated device, then REPS times preserve each
+ *   vfio_lu_bench -s 1 [-r REPS] [-k] BDF...
+ *	open and bind every emulated device (-k: in keep mode, see
+ *	VFIO_DEVICE_FEATURE_LIVEUPDATE; also with vfio_lu_bench_keep=1 on
+ *	the kernel command line), then REPS times preserve each
  *	device and a one-page memfd (the baseline, through the kernel's memfd
  *	handler) in fresh sessions and close them; then preserve them for real,
  *	one session for the devices and one for the memfd, and leave a child
@@ -97,7 +99,7 @@ static int open_luo(void)
 	return luo;
 }
 
-static int stage1(int reps)
+static int stage1(int reps, bool keep)
 {
 	int fds[VFIO_LU_MAX_DEVS];
 	int luo, iommufd, mfd, dsess, msess, ret = 0, r, i;
@@ -110,6 +112,9 @@ static int stage1(int reps)
 	for (i = 0; i < ndevs; i++) {
 		fds[i] = vfio_lu_open_cdev(devs[i].bdf);
 		ret = fds[i] < 0 ? fds[i] : __vfio_device_bind_iommufd(fds[i], iommufd, NULL);
+		/* bench.sh's keep mode runs: every device keeps its state. */
+		if (!ret && keep)
+			ret = vfio_lu_set_mode(fds[i], VFIO_DEVICE_LIVEUPDATE_KEEP);
 		if (ret)
 			ksft_exit_fail_msg("%s: open and bind: %s\n", devs[i].bdf, strerror(-ret));
 	}
@@ -207,21 +212,29 @@ static int stage2(void)
 int main(int argc, char **argv)
 {
 	int opt, stage = 0, reps = 10;
+	char val[8] = "";
+	bool keep;
+
+	/* bench.sh's keep mode runs set it on the kernel command line. */
+	vfio_lu_cmdline("vfio_lu_bench_keep", val, sizeof(val));
+	keep = !strcmp(val, "1");
 
 	ksft_print_header();
 	/* The BDFs at the end of the command line, or $VFIO_SELFTESTS_BDF. */
 	ndevs = vfio_lu_devs_from_args(&argc, argv, devs, VFIO_LU_MAX_DEVS);
-	while ((opt = getopt(argc, argv, "s:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:k")) != -1) {
 		if (opt == 's')
 			stage = atoi(optarg);
 		else if (opt == 'r')
 			reps = atoi(optarg);
+		else if (opt == 'k')
+			keep = true;
 	}
 	switch (stage) {
 	case 1:
-		return stage1(reps);
+		return stage1(reps, keep);
 	case 2:
 		return stage2();
 	}
-	ksft_exit_fail_msg("usage: %s -s 1|2 [-r REPS]\n", argv[0]);
+	ksft_exit_fail_msg("usage: %s -s 1|2 [-r REPS] [-k]\n", argv[0]);
 }
