@@ -15,8 +15,9 @@
  * vfio_lu_keep_devs= (vendor:device lists from the host), sorted by BDF, and
  * gives every test their BDFs in the environment (VFIO_LU_BDFS,
  * VFIO_LU_FAULT_BDFS, VFIO_LU_RESET_BDFS, VFIO_LU_KEEP_BDFS, separated by
- * spaces; VFIO_SELFTESTS_BDF is the first of VFIO_LU_BDFS). A word "$NAME" in a test list is replaced by the words
- * of that variable: "vfio_lu_kexec_test -s 1 $VFIO_LU_BDFS".
+ * spaces; VFIO_SELFTESTS_BDF is the first of VFIO_LU_BDFS). A word "$NAME"
+ * in a test list is replaced by the words of that variable:
+ * "vfio_lu_kexec_test -s 1 $VFIO_LU_BDFS".
  *
  * The module is loaded before anything opens /dev/liveupdate: after a kexec,
  * LUO matches incoming files to handlers on the first open.
