@@ -78,9 +78,13 @@ static int rw(int fd, off_t off, void *buf, size_t len, bool write)
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
 }
 
+static int rd(int fd, off_t off, void *buf, size_t len)
+{
+	return rw(fd, off, buf, len, false);
+}
+
 #define W(fd, base, reg, val) ({ __typeof__(val) __v = (val); \
 	rw(fd, (base) + (reg), &__v, sizeof(__v), true); })
-#define R(fd, base, reg, ptr) rw(fd, (base) + (reg), ptr, sizeof(*(ptr)), false)
 
 /* Program queue 0 and the status as a driver would; 0 or -errno. */
 static int program(int fd)
@@ -99,7 +103,7 @@ static int program(int fd)
 	ret = ret ?: W(fd, c, DEVICE_STATUS, (uint8_t)STATUS);
 	ret = ret ?: W(fd, c, CONFIG_MSIX_VECTOR, (uint16_t)0);
 	ret = ret ?: W(fd, c, QUEUE_SELECT, (uint16_t)0);
-	ret = ret ?: R(fd, c, QUEUE_SIZE, &max);
+	ret = ret ?: rd(fd, c + QUEUE_SIZE, &max, sizeof(max));
 	ret = ret ?: W(fd, c, QUEUE_SIZE, (uint16_t)(max < 16 ? max : 16));
 	ret = ret ?: W(fd, c, QUEUE_MSIX_VECTOR, (uint16_t)1);
 	ret = ret ?: W(fd, c, QUEUE_DESC, (uint64_t)0x40000000);
@@ -118,24 +122,25 @@ static int read_common(int fd, struct common *s)
 	memset(s, 0, sizeof(*s));
 	ret = vfio_lu_virtio_common_off(fd, &c);
 	ret = ret ?: W(fd, c, DRIVER_FEATURE_SELECT, (uint32_t)1);
-	ret = ret ?: R(fd, c, DRIVER_FEATURE, &s->features1);
-	ret = ret ?: R(fd, c, CONFIG_MSIX_VECTOR, &s->config_vector);
-	ret = ret ?: R(fd, c, DEVICE_STATUS, &s->status);
+	ret = ret ?: rd(fd, c + DRIVER_FEATURE, &s->features1, sizeof(s->features1));
+	ret = ret ?: rd(fd, c + CONFIG_MSIX_VECTOR, &s->config_vector, sizeof(s->config_vector));
+	ret = ret ?: rd(fd, c + DEVICE_STATUS, &s->status, sizeof(s->status));
 	ret = ret ?: W(fd, c, QUEUE_SELECT, (uint16_t)0);
-	ret = ret ?: R(fd, c, QUEUE_SIZE, &s->queue_size);
-	ret = ret ?: R(fd, c, QUEUE_MSIX_VECTOR, &s->queue_vector);
-	ret = ret ?: R(fd, c, QUEUE_ENABLE, &s->queue_enable);
-	ret = ret ?: R(fd, c, QUEUE_DESC, &s->desc);
-	ret = ret ?: R(fd, c, QUEUE_DRIVER, &s->driver);
-	ret = ret ?: R(fd, c, QUEUE_DEVICE, &s->device);
+	ret = ret ?: rd(fd, c + QUEUE_SIZE, &s->queue_size, sizeof(s->queue_size));
+	ret = ret ?: rd(fd, c + QUEUE_MSIX_VECTOR, &s->queue_vector, sizeof(s->queue_vector));
+	ret = ret ?: rd(fd, c + QUEUE_ENABLE, &s->queue_enable, sizeof(s->queue_enable));
+	ret = ret ?: rd(fd, c + QUEUE_DESC, &s->desc, sizeof(s->desc));
+	ret = ret ?: rd(fd, c + QUEUE_DRIVER, &s->driver, sizeof(s->driver));
+	ret = ret ?: rd(fd, c + QUEUE_DEVICE, &s->device, sizeof(s->device));
 	return ret;
 }
 
 static void print_common(const char *bdf, const char *what, const struct common *s)
 {
-	ksft_print_msg("%s: %s: status %#x features[1] %#x vectors %#x/%#x queue 0 size %u enable %u desc %#llx driver %#llx device %#llx\n",
-		       bdf, what, s->status, s->features1, s->config_vector, s->queue_vector,
-		       s->queue_size, s->queue_enable, (unsigned long long)s->desc,
+	ksft_print_msg("%s: %s: status %#x features[1] %#x vectors %#x/%#x\n", bdf, what,
+		       s->status, s->features1, s->config_vector, s->queue_vector);
+	ksft_print_msg("%s: %s: queue 0 size %u enable %u desc %#llx driver %#llx device %#llx\n",
+		       bdf, what, s->queue_size, s->queue_enable, (unsigned long long)s->desc,
 		       (unsigned long long)s->driver, (unsigned long long)s->device);
 }
 
