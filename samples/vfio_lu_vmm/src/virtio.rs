@@ -15,7 +15,8 @@
 //! are no interrupts: the driver polls the used ring.
 //!
 //! A frame is a zeroed 12-byte `virtio_net_hdr_v1` followed by an Ethernet
-//! frame: broadcast destination, the device's MAC as source, EtherType
+//! frame: broadcast destination, the device's MAC as source (from its device
+//! configuration; a fixed local one if it offers none), EtherType
 //! [`ETHERTYPE`], then [`FRAME_MAGIC`] and a little-endian `u64` sequence
 //! number, padded to the 60-byte minimum. The host side of the test
 //! (`scripts/frames.py`) checks that every sequence number arrives once.
@@ -436,8 +437,7 @@ impl<'a> VirtioNet<'a> {
     }
 
     /// Turns Memory Space and Bus Master on in the Command register; returns
-    /// its new value. Without Bus Master, the device does no DMA, and QEMU's
-    /// virtio devices cannot reach their rings.
+    /// its new value. Without Bus Master, the device does no DMA.
     pub fn bus_master_on(&self) -> Result<u16> {
         let cmd = self.command()? | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
         self.dev
@@ -520,11 +520,6 @@ impl<'a> VirtioNet<'a> {
                 .map(|d| format!(", device config in {d}"))
                 .unwrap_or_default()
         ));
-        // Bus Master first, as Linux's virtio-pci does at probe: QEMU maps
-        // the rings through the device's DMA address space when the queue is
-        // enabled, and that address space is off without Bus Master.
-        let cmd = self.bus_master_on()?;
-        say(format!("Bus Master on (Command register {cmd:#06x})"));
         self.add_status(ACKNOWLEDGE, "ACKNOWLEDGE")?;
         self.add_status(DRIVER, "DRIVER")?;
         let offered = self.device_features()?;
@@ -612,6 +607,10 @@ impl<'a> VirtioNet<'a> {
             vector_text(msix_config),
             vector_text(queue_msix_vector)
         ));
+        // Bus Master before DRIVER_OK: without it the device does no DMA
+        // (QEMU accepts the queue set-up above with it off).
+        let cmd = self.bus_master_on()?;
+        say(format!("Bus Master on (Command register {cmd:#06x})"));
         let status = self.add_status(DRIVER_OK, "DRIVER_OK")?;
         let mac = mac.unwrap_or(FALLBACK_MAC);
         say(format!(
