@@ -12,7 +12,10 @@
 # samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
 # bench2.list, for scripts/bench.sh); --lists NAME takes NAME1.list and
 # NAME2.list instead (test mode: list1/list2, the damaged-list run of make
-# test). --append adds kernel command line
+# test; demo mode: demokeep, the sample VMM in keep mode). --devices gives
+# the devices of the programs (default: virtio-net-pci igb edu; demo mode:
+# virtio-net-tx igb edu, so that make run shows the frames the sample VMM
+# sends on both sides of the kexec). --append adds kernel command line
 # arguments to both kernels, e.g. vfio_pci_liveupdate.serial_reset=1 (init
 # passes vfio_pci_liveupdate.* on to the module, as modprobe would).
 #
@@ -33,7 +36,7 @@ LOG_TAG=vmtest
 . "$(dirname "$0")/lib.sh"
 
 MODE=test
-DEVICES="virtio-net-pci igb edu"
+DEVICES=default
 # The fault injection test's own devices (test mode): one per case of
 # vfio_lu_fault_test, a device type the other tests do not use.
 FAULT_DEVICES=default
@@ -67,6 +70,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 NAME=${NAME:-$MODE}
+if [ "$DEVICES" = default ]; then
+	DEVICES="virtio-net-pci igb edu"
+	[ "$MODE" = demo ] && DEVICES="virtio-net-tx igb edu"
+fi
 if [ "$FAULT_DEVICES" = default ]; then
 	FAULT_DEVICES=
 	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7 8)
