@@ -17,8 +17,10 @@ import re
 import sys
 from pathlib import Path
 
+# scripts/frames.py, without leaving a __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import frames  # noqa: E402  (scripts/frames.py)
+import frames  # noqa: E402
 
 STATUS = re.compile(r"^# vfio-lu: \[up=([\d.]+) tsc=(\d+)\] (.*)$")
 RESULT = re.compile(r"^(ok|not ok) (\d+) (.*?)(?:\s+#\s*(SKIP|TODO)\b.*)?$")
