@@ -170,7 +170,7 @@ def frame_checks(run, rundir):
         for r in records:
             seen.setdefault(r[2], (dev, []))[1].append(r)
         if not records:
-            checks.append((f"host: dev {dev}: no frames received", False, f"{log} is empty"))
+            checks.append((f"dev {dev}: no frames received", False, f"{log} is empty"))
     if not logs:
         return checks
     for mac in sorted(set(seen) | set(sent)):
@@ -181,7 +181,7 @@ def frame_checks(run, rundir):
         else:
             ok, text = frames.summarize(records, last)
         who = f"{bdf} (MAC {mac}, dev {dev})" if bdf else f"dev {dev} (MAC {mac})"
-        checks.append((f"host: {who}: {text}", ok, text))
+        checks.append((f"{who}: {text}", ok, f"the host's log: {rundir / f'frames-{dev}.log'}"))
     return checks
 
 
