@@ -369,14 +369,15 @@ impl Device {
         }
     }
 
-    /// Reads `buf.len()` bytes at offset `off` of `region`. vfio-pci turns an
-    /// aligned read of 1, 2, 4 or 8 bytes into one access of that width.
+    /// Reads `buf.len()` bytes at offset `off` of `region`. In a BAR,
+    /// vfio-pci turns an aligned read of 1, 2, 4 or 8 bytes into one access
+    /// of that width.
     pub fn read_region(&self, region: &Region, off: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, region.offset + off)
     }
 
-    /// Writes `buf` at offset `off` of `region`, one access per aligned 1, 2,
-    /// 4 or 8 bytes as for reads.
+    /// Writes `buf` at offset `off` of `region` (in a BAR, one access per
+    /// aligned 1, 2, 4 or 8 bytes, as for reads).
     pub fn write_region(&self, region: &Region, off: u64, buf: &[u8]) -> io::Result<()> {
         self.file.write_all_at(buf, region.offset + off)
     }
