@@ -7,13 +7,20 @@ PID 1; console.log, the serial console of both kernels.
 
 Every KTAP result of both stages counts, and so do the host's own checks of
 the run (both stages ran, the kexec happened with KHO, no kernel splat, no
-hang, every program ran its whole plan and exited 0). A result marked SKIP or
-TODO counts as failed. Exit status 0 only when all of them passed.
+hang, every program ran its whole plan and exited 0, and, with virtio-net-tx
+devices, every frame the sample VMM sent reached the host once: frames-<i>.log,
+written by scripts/frames.py). A result marked SKIP or TODO counts as failed.
+Exit status 0 only when all of them passed.
 """
 import argparse
 import re
 import sys
 from pathlib import Path
+
+# scripts/frames.py, without leaving a __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import frames  # noqa: E402
 
 STATUS = re.compile(r"^# vfio-lu: \[up=([\d.]+) tsc=(\d+)\] (.*)$")
 RESULT = re.compile(r"^(ok|not ok) (\d+) (.*?)(?:\s+#\s*(SKIP|TODO)\b.*)?$")
@@ -22,6 +29,9 @@ PLAN = re.compile(r"^1\.\.(\d+)$")
 # not KTAP; the one before its own kexec carries the uptime and the TSC.
 VMM = re.compile(r"^vmm: (.*)$")
 VMM_KEXEC = re.compile(r"^kexec: calling reboot.*\(uptime ([\d.]+) s, TSC (\d+)\)$")
+# What the VMM sent on a virtio-net device, in each stage.
+VMM_SENT = re.compile(r"^(\S+): virtio-net: sent (\d+) frame\(s\), seq (\d+)\.\.(\d+), "
+                      r"from MAC ([0-9a-f:]{17})")
 # Kernel reports that fail a run whatever the tests say.
 SPLATS = re.compile(
     r"(Kernel panic|BUG:|Oops|WARNING:|general protection fault|"
@@ -141,6 +151,40 @@ def freeze_check(run, console):
             f"{n} device(s), {mode} resets, {failed} failed or unfinished, {us} us")
 
 
+def frame_checks(run, rundir):
+    """One check per virtio-net-tx device: every sequence number the sample
+    VMM says it sent (stage 1 and stage 2) reached the host exactly once."""
+    sent = {}  # MAC -> (BDF, last seq sent)
+    for stage in (1, 2):
+        for text in run.vmm.get(stage, []):
+            m = VMM_SENT.match(text)
+            if m:
+                bdf, last, mac = m.group(1), int(m.group(4)), m.group(5)
+                sent[mac] = (bdf, max(last, sent.get(mac, (bdf, -1))[1]))
+    checks = []
+    seen = {}  # MAC -> (device index, its frames in arrival order)
+    logs = sorted(rundir.glob("frames-*.log"), key=lambda p: int(frames.log_index(p)))
+    for log in logs:
+        dev = frames.log_index(log)
+        records = frames.read_log(log)
+        for r in records:
+            seen.setdefault(r[2], (dev, []))[1].append(r)
+        if not records:
+            checks.append((f"dev {dev}: no frames received", False, f"{log} is empty"))
+    if not logs:
+        return checks
+    for mac in sorted(set(seen) | set(sent)):
+        dev, records = seen.get(mac, ("?", []))
+        bdf, last = sent.get(mac, (None, None))
+        if last is None:
+            ok, text = False, f"{len(records)} frames received, none reported sent by the VMM"
+        else:
+            ok, text = frames.summarize(records, last)
+        who = f"{bdf} (MAC {mac}, dev {dev})" if bdf else f"dev {dev} (MAC {mac})"
+        checks.append((f"{who}: {text}", ok, f"the host's log: {rundir / f'frames-{dev}.log'}"))
+    return checks
+
+
 def ev(run, stage, prefix):
     for (s, text), v in run.events.items():
         if s == stage and text.startswith(prefix):
@@ -184,6 +228,8 @@ def main():
                  not splats, "; ".join(s.strip() for s in splats[:5])))
     if args.mode in ("test", "bench"):
         host.append(freeze_check(run, console))
+    tx = frame_checks(run, args.rundir)
+    host += tx
     for stage in (1, 2):
         if not any(r[0] == stage for r in run.results):
             host.append((f"stage {stage} produced KTAP results", False, "none seen"))
@@ -206,7 +252,7 @@ def main():
                        f"({why}); this is the second "
                        f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
-        out += demo_summary(run, console, args)
+        out += demo_summary(run, console, args, tx)
     else:
         for s, p, n, st in results:
             where = f"stage {s}" if s else "host"
@@ -226,7 +272,7 @@ def main():
     return 0 if (failed == 0 and skipped == 0) else 1
 
 
-def demo_summary(run, console, args):
+def demo_summary(run, console, args, tx):
     out = ["", "vfio-pci live update: what happened", ""]
     for stage, title in ((1, "old kernel (stage 1)"), (2, "new kernel (stage 2, after kexec)")):
         out.append(f"  {title}:")
@@ -260,6 +306,11 @@ def demo_summary(run, console, args):
         for s, p, n, st in run.results:
             if p == "vfio_lu_vmm":
                 out.append(f"    {'ok  ' if st == 'pass' else 'FAIL'} stage {s}: {p} {n}")
+        out.append("")
+    if tx:
+        out.append("  the frames the virtio-net devices sent, as the host received them "
+                   "(scripts/frames.py):")
+        out += [f"    {'ok  ' if ok else 'FAIL'} {name}" for name, ok, _ in tx]
         out.append("")
     steps = [r for r in run.results if r[1] in ("luo_memfd_kexec", "vfio_lu_kexec_test")]
     if steps:

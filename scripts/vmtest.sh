@@ -13,11 +13,23 @@
 # samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
 # bench2.list, for scripts/bench.sh); --lists NAME takes NAME1.list and
 # NAME2.list instead (test mode: list1/list2, the damaged-list run of make
-# test). --append adds kernel command line
+# test; demo mode: demoreset, the sample VMM in reset mode). --devices gives
+# the devices of the programs (default: virtio-net-pci igb edu; demo mode:
+# virtio-net-tx igb edu, so that make run shows the frames the sample VMM
+# sends on both sides of the kexec). --append adds kernel command line
 # arguments to both kernels, e.g. vfio_pci_liveupdate.serial_reset=1 (init
 # passes vfio_pci_liveupdate.* on to the module, as modprobe would).
 # --fault-devices, --reset-devices and --keep-devices give the fault, reset
 # and keep mode tests' own devices (test mode defaults below; "" for none).
+#
+# Device types: virtio-net-pci, virtio-rng-pci, virtio-balloon-pci,
+# virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
+# edu, and
+# virtio-net-tx: a virtio-net-pci behind the vIOMMU (iommu_platform=on), MAC
+# 52:54:00:4c:55:<index>, whose transmit side goes to a unix socket of the
+# host (-netdev dgram), where scripts/frames.py records every frame the
+# sample VMM sends (frames-<index>.log); the report checks that each sequence
+# number the VMM sent arrived once.
 #
 # Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
 # serial console of both kernels), ktap.log (second serial port: KTAP and
@@ -28,7 +40,7 @@ LOG_TAG=vmtest
 . "$(dirname "$0")/lib.sh"
 
 MODE=test
-DEVICES="virtio-net-pci igb edu"
+DEVICES=default
 # The fault injection test's own devices (test mode): one per case of
 # vfio_lu_fault_test, a device type the other tests do not use.
 FAULT_DEVICES=default
@@ -67,6 +79,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 NAME=${NAME:-$MODE}
+if [ "$DEVICES" = default ]; then
+	DEVICES="virtio-net-pci igb edu"
+	[ "$MODE" = demo ] && DEVICES="virtio-net-tx igb edu"
+fi
 if [ "$FAULT_DEVICES" = default ]; then
 	FAULT_DEVICES=
 	[ "$MODE" = test ] && FAULT_DEVICES=$(printf 'virtio-rng-pci %.0s' 1 2 3 4 5 6 7 8)
@@ -90,6 +106,18 @@ GUEST=$BUILD/guest
 RUN=$LOGS/runs/$(date +%Y%m%d-%H%M%S)-$NAME
 mkdir -p "$GUEST/bin" "$RUN"
 ln -sfn "$RUN" "$LOGS/latest"
+# The unix sockets of virtio-net-tx devices: in the run directory, unless its
+# path leaves no room for a socket name in sun_path (108 bytes, NUL included).
+SOCKS=$RUN
+if [ $((${#RUN} + 10)) -gt 107 ]; then
+	SOCKS=$(mktemp -d /tmp/vfio-lu.XXXXXX)
+fi
+FRAMES_PID=
+cleanup() {
+	[ -z "$FRAMES_PID" ] || kill "$FRAMES_PID" 2>/dev/null || true
+	[ "$SOCKS" = "$RUN" ] || rm -rf "$SOCKS"
+}
+trap cleanup EXIT
 
 # --- guest programs (static, glibc) -----------------------------------------
 # Built by the selftests' Makefile (lib.mk, on the kernel's libvfio and
@@ -195,6 +223,7 @@ ids=()
 fault_ids=()
 reset_ids=()
 keep_ids=()
+tx_devs=()	# indexes of the virtio-net-tx devices
 i=0
 add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	local -n out=$2
@@ -202,6 +231,10 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	qemu+=(-device "pcie-root-port,id=rp$i,chassis=$i,slot=$i")
 	case "$1" in
 	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); out+=(1af4:1041) ;;
+	virtio-net-tx)	# frames to the host's scripts/frames.py, DMA through the vIOMMU
+		qemu+=(-netdev "dgram,id=n$i,local.type=unix,local.path=$SOCKS/q$i.sock,remote.type=unix,remote.path=$SOCKS/h$i.sock"
+		       -device "virtio-net-pci,netdev=n$i,bus=rp$i,iommu_platform=on,mac=52:54:00:4c:55:$(printf %02x "$i")")
+		out+=(1af4:1041); tx_devs+=("$i") ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
 	virtio-balloon-pci) qemu+=(-device "virtio-balloon-pci,bus=rp$i"); out+=(1af4:1045) ;;
 	virtio-serial-pci) qemu+=(-device "virtio-serial-pci,bus=rp$i"); out+=(1af4:1043) ;;
@@ -210,7 +243,7 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-rng-pci virtio-balloon-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-rng-pci virtio-balloon-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done
@@ -278,13 +311,46 @@ run_qemu() {
 	wait "$pid"; rc=$?
 	return "$rc"
 }
+# The host's receiver of the virtio-net-tx devices' frames: bound before QEMU
+# starts (QEMU drops a frame it cannot deliver), stopped once QEMU has exited,
+# after it has read what is still queued.
+start_frames() {
+	local d args=()
+	[ ${#tx_devs[@]} -gt 0 ] || return 0
+	rm -f "$RUN/frames.ready" "$RUN/frames.stop" "$RUN"/frames-*.log
+	for d in "${tx_devs[@]}"; do
+		rm -f "$SOCKS/q$d.sock"
+		: > "$RUN/frames-$d.log"
+		args+=("$RUN/frames-$d.log=$SOCKS/h$d.sock")
+	done
+	python3 "$PROJECT/scripts/frames.py" recv --ready "$RUN/frames.ready" \
+		--stop "$RUN/frames.stop" "${args[@]}" &
+	FRAMES_PID=$!
+	for _ in $(seq 100); do
+		[ -e "$RUN/frames.ready" ] && return 0
+		kill -0 "$FRAMES_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	die "the frame receiver (scripts/frames.py) did not bind its sockets in $SOCKS"
+}
+stop_frames() {
+	local d
+	[ -n "$FRAMES_PID" ] || return 0
+	touch "$RUN/frames.stop"
+	wait "$FRAMES_PID" || log "the frame receiver exited with status $?"
+	FRAMES_PID=
+	for d in "${tx_devs[@]}"; do rm -f "$SOCKS/q$d.sock"; done
+	rm -f "$RUN/frames.ready" "$RUN/frames.stop"
+}
 for attempt in 1 2; do
+	start_frames
 	t0=$(date +%s.%N)
 	set +e
 	run_qemu
 	qrc=$?
 	set -e
 	t1=$(date +%s.%N)
+	stop_frames
 	# A whole VM that stops printing (seen once in about 100 runs of three at
 	# once: the new kernel silent in the middle of PCI enumeration, no RCU
 	# stall or lockup report, QEMU busy on one core) is QEMU's stall, not a
@@ -292,7 +358,7 @@ for attempt in 1 2; do
 	# say so. A guest that hangs for a reason of its own hangs again.
 	if [ "$attempt" = 1 ] && [ "$qrc" = 125 ]; then
 		mkdir -p "$RUN/qemu-stalled"
-		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN/stalled" "$RUN/qemu-stalled/" 2>/dev/null || true
+		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN/stalled" "$RUN"/frames-*.log "$RUN/qemu-stalled/" 2>/dev/null || true
 		echo "stalled: $(cat "$RUN/qemu-stalled/stalled")" > "$RUN/qemu-retried"
 		log "the guest printed nothing for ${STALL} s; running it again (the stalled run's logs: $RUN/qemu-stalled)"
 		continue
@@ -304,7 +370,7 @@ for attempt in 1 2; do
 	# aborted run's logs, and say so (qemu-retried, read by the report).
 	if [ "$attempt" = 1 ] && [ "$qrc" = 134 ] && grep -q "Assertion" "$RUN/qemu.out"; then
 		mkdir -p "$RUN/qemu-aborted"
-		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN/qemu-aborted/" 2>/dev/null || true
+		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN"/frames-*.log "$RUN/qemu-aborted/" 2>/dev/null || true
 		grep -m1 "Assertion" "$RUN/qemu-aborted/qemu.out" | sed 's/^qemu-system-x86_64: //' > "$RUN/qemu-retried"
 		log "QEMU aborted on an assertion of its own ($(cat "$RUN/qemu-retried")); running it again"
 		continue
@@ -312,6 +378,14 @@ for attempt in 1 2; do
 	break
 done
 echo "$qrc" > "$RUN/qemu.rc"
+# What the host received from each virtio-net-tx device; the report checks it
+# against what the sample VMM says it sent.
+if [ ${#tx_devs[@]} -gt 0 ]; then
+	logs=()
+	for d in "${tx_devs[@]}"; do logs+=("$RUN/frames-$d.log"); done
+	python3 "$PROJECT/scripts/frames.py" summary "${logs[@]}" > "$RUN/frames.txt" || true
+	while read -r l; do log "$l"; done < "$RUN/frames.txt"
+fi
 # The images and programs are the build's, not the run's record.
 rm -rf "$RUN/bin" "$RUN"/initrd-stage*.cpio
 python3 "$PROJECT/scripts/vm_report.py" --mode "$MODE" --qemu-rc "$qrc" \

@@ -11,13 +11,14 @@
 mod luo;
 mod memory;
 mod vfio;
+mod virtio;
 
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use iommufd_bindings::iommufd::{
     iommu_ioas_map, iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA,
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE,
@@ -26,8 +27,12 @@ use iommufd_bindings::iommufd::{
 use iommufd_ioctls::{IommuFd, IommufdError, IommufdIoas};
 
 use luo::{Orchestrator, Session};
-use memory::{DeviceRecord, GuestMemory, Header};
-use vfio::{Device, IrqOff};
+use memory::{DeviceRecord, GuestMemory, Header, VirtioRecord};
+use vfio::{
+    Device, IrqOff, VFIO_DEVICE_LIVEUPDATE_KEEP, VFIO_DEVICE_LIVEUPDATE_KEPT,
+    VFIO_DEVICE_LIVEUPDATE_RESET, VFIO_DEVICE_LIVEUPDATE_RETRIEVED,
+};
+use virtio::VirtioNet;
 
 /// Token of the guest memory memfd in the session.
 const MEMFD_TOKEN: u64 = 0x6775_6573_746d_656d; // "guestmem"
@@ -35,6 +40,8 @@ const MEMFD_TOKEN: u64 = 0x6775_6573_746d_656d; // "guestmem"
 const fn device_token(i: usize) -> u64 {
     0x7666_696f_0000_0000 | i as u64 // "vfio" << 32 | i
 }
+/// Frames each virtio-net device sends in stage 1, and again in stage 2.
+const FRAMES_PER_STAGE: u64 = 16;
 
 const LONG_ABOUT: &str = "\
 The VMM side of a vfio-pci Live Update (Linux 7.3 LUO + the vfio_pci_liveupdate \
@@ -43,13 +50,27 @@ handler): assigned PCI devices and guest memory survive a kexec of the host kern
 stage1 (old kernel): opens each device's VFIO cdev (/dev/vfio/devices/vfioN, found \
 through /sys/bus/pci/devices/<bdf>/vfio-dev), binds it to iommufd \
 (VFIO_DEVICE_BIND_IOMMUFD), attaches it to a new IOAS, creates the guest memory \
-(a 1 MiB memfd, filled with a test pattern) and maps it at IOVA 0x40000000 \
-(IOMMU_IOAS_MAP), reads each device's IDs through the VFIO config region, creates \
-a named LUO session on /dev/liveupdate, preserves every device file and the memfd \
-in it (LIVEUPDATE_SESSION_PRESERVE_FD), turns interrupts off (VFIO_DEVICE_SET_IRQS), \
-unmaps the IOVA and calls reboot(LINUX_REBOOT_CMD_KEXEC) itself, with the session \
-still open: a session closed before the kexec is unpreserved. A kexec kernel must \
-be loaded already (kexec_file_load, e.g. `kexec -s -l`).
+(a memfd: a header page, a test pattern up to 1 MiB, then a DMA area) and maps it \
+at IOVA 0x40000000 (IOMMU_IOAS_MAP), reads each device's IDs through the VFIO \
+config region. Each virtio-net device (1af4:1041, or the transitional 1af4:1000) \
+is then driven from userspace as a guest driver would (pread/pwrite on its BARs \
+through the device file, no mmap): reset, Bus Master on, ACKNOWLEDGE and DRIVER, \
+features VIRTIO_F_VERSION_1 and VIRTIO_F_ACCESS_PLATFORM (a device that does not \
+offer the latter, QEMU's iommu_platform=off, would bypass the IOMMU: it is left \
+alone), FEATURES_OK, transmit queue 1 (64 entries, rings in the DMA area, MSI-X \
+vectors 0 and 1 written for a test to read back, MSI-X itself off), DRIVER_OK, and \
+it sends 16 Ethernet frames (EtherType 0x88b5, a magic and sequence numbers 0 to \
+15), polling the used ring until the device has used them all. The ring indices \
+and the next sequence number go into the memfd's header. Then stage 1 creates a \
+named LUO session on /dev/liveupdate; with --mode keep it asks each device to be \
+kept across the update (VFIO_DEVICE_FEATURE SET of VFIO_DEVICE_FEATURE_LIVEUPDATE, \
+mode KEEP; --mode reset, the default, leaves the kernel's default, a reset at \
+freeze); it preserves every device file and the memfd in the session \
+(LIVEUPDATE_SESSION_PRESERVE_FD), turns interrupts off (VFIO_DEVICE_SET_IRQS), \
+unmaps the IOVA (reset mode only: in keep mode the freeze's clearing of Bus Master \
+stops DMA) and calls reboot(LINUX_REBOOT_CMD_KEXEC) itself, with the session still \
+open: a session closed before the kexec is unpreserved. A kexec kernel must be \
+loaded already (kexec_file_load, e.g. `kexec -s -l`).
 
 stage2 (new kernel, vfio_pci_liveupdate loaded before /dev/liveupdate is first \
 opened, the devices bound to vfio-pci): retrieves the session by name \
@@ -57,12 +78,22 @@ opened, the devices bound to vfio-pci): retrieves the session by name \
 (LIVEUPDATE_SESSION_RETRIEVE_FD), binds each device to a new iommufd, attaches it \
 to a new IOAS, maps the same memfd at the same IOVA, checks the memory still holds \
 the pattern and the devices the IDs stage 1 read (stage 1 records them in the \
-memfd's first page), and finishes the session (LIVEUPDATE_SESSION_FINISH).
+memfd's first page), and asks each device what the update did \
+(VFIO_DEVICE_FEATURE GET of VFIO_DEVICE_FEATURE_LIVEUPDATE; ENOTTY, a kernel \
+without it, counts as a reset). A virtio-net device that was kept is checked \
+against what stage 1 recorded (device status ACKNOWLEDGE|DRIVER|FEATURES_OK: QEMU \
+drops DRIVER_OK when Bus Master is cleared; the negotiated features, the queue's \
+size, ring addresses, enable and MSI-X vectors, the ring indices in memory; Bus \
+Master off), then gets Bus Master and DRIVER_OK again and sends 16 more frames \
+from the same queue, ring indices and sequence numbers continued. A device that was \
+reset is initialised again with fresh rings and sends its 16 frames with the \
+sequence numbers continued (16 to 31). Last, stage 2 finishes the session \
+(LIVEUPDATE_SESSION_FINISH).
 
-What is not carried over: DMA mappings and device state. The handler resets each \
-device at freeze, so DMA stops at the kexec and the VMM maps its memory again \
-afterwards; only the device files (the same devices, still owned by the VMM) and \
-the memory contents survive.
+What is not carried over: DMA mappings, and in reset mode the device state. The \
+handler resets each device at freeze unless it was asked to keep it; either way \
+Bus Master goes off, so DMA stops at the kexec, and the VMM maps its memory again \
+afterwards.
 
 Every step prints a line starting with \"vmm: \"; on a failure the program says \
 which step, for which device (BDF), with the errno, and exits with status 1.";
@@ -88,9 +119,43 @@ enum Stage {
         /// kexec can be started from elsewhere (e.g. `kexec -e`)
         #[arg(long)]
         no_kexec: bool,
+        /// What the live update does to the devices: reset them at freeze
+        /// (the kernel's default) or keep their state
+        /// (VFIO_DEVICE_FEATURE_LIVEUPDATE, set before each device file is
+        /// preserved)
+        #[arg(long, value_enum, default_value_t = Mode::Reset)]
+        mode: Mode,
     },
     /// New kernel: retrieve the devices and memory, map again, check, finish
     Stage2,
+}
+
+/// What the live update does to a device.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Reset at freeze (the kernel's default; nothing is asked)
+    Reset,
+    /// Keep the device's state (VFIO_DEVICE_LIVEUPDATE_KEEP)
+    Keep,
+}
+
+impl Mode {
+    /// The uAPI's value.
+    fn uapi(self) -> u32 {
+        match self {
+            Mode::Reset => VFIO_DEVICE_LIVEUPDATE_RESET,
+            Mode::Keep => VFIO_DEVICE_LIVEUPDATE_KEEP,
+        }
+    }
+}
+
+/// A uAPI mode by name.
+fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        VFIO_DEVICE_LIVEUPDATE_RESET => "reset",
+        VFIO_DEVICE_LIVEUPDATE_KEEP => "keep",
+        _ => "unknown",
+    }
 }
 
 /// A failed step: what was done, to what, and the errno.
@@ -146,6 +211,11 @@ fn iommufd_failed(what: impl Into<String>) -> impl FnOnce(IommufdError) -> Failu
     }
 }
 
+/// `map_err` adapter for the virtio-net driver of device `bdf`.
+fn virtio_failed(bdf: &str) -> impl FnOnce(virtio::Error) -> Failure + '_ {
+    move |e| Failure::new(format!("{bdf}: virtio-net: {}", e.what), e.errno)
+}
+
 /// The symbolic name of the errnos a VMM meets here.
 fn errno_name(n: i32) -> &'static str {
     match n {
@@ -168,6 +238,9 @@ fn errno_name(n: i32) -> &'static str {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EMSGSIZE => "EMSGSIZE",
         libc::ESTALE => "ESTALE",
+        libc::ERANGE => "ERANGE",
+        libc::EPROTO => "EPROTO",
+        libc::ETIMEDOUT => "ETIMEDOUT",
         _ => "?",
     }
 }
@@ -293,7 +366,40 @@ fn drain_stdout() {
     std::thread::sleep(std::time::Duration::from_millis(20));
 }
 
-fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
+/// Whether a device's IDs are those of a virtio-net device.
+fn is_virtio_net(identity: &vfio::Identity) -> bool {
+    identity.vendor == virtio::VENDOR
+        && matches!(
+            identity.device,
+            virtio::DEVICE_NET | virtio::DEVICE_NET_TRANSITIONAL
+        )
+}
+
+/// Sends `FRAMES_PER_STAGE` frames on a virtio-net device's transmit queue
+/// and says so, with what the host side checks (sequence numbers, MAC).
+fn send_frames(
+    net: &VirtioNet,
+    bdf: &str,
+    mem: &GuestMemory,
+    queue: &virtio::TxQueue,
+    rec: &mut VirtioRecord,
+) -> Result<()> {
+    let first = rec.next_seq;
+    net.send(mem, queue, rec, FRAMES_PER_STAGE)
+        .map_err(virtio_failed(bdf))?;
+    say!(
+        "{bdf}: virtio-net: sent {} frame(s), seq {first}..{}, from MAC {}; the device used \
+         them all (used.idx {} = avail.idx {})",
+        FRAMES_PER_STAGE,
+        rec.next_seq - 1,
+        virtio::mac_text(&rec.mac),
+        rec.last_used,
+        rec.next_avail
+    );
+    Ok(())
+}
+
+fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> Result<()> {
     let bdfs = if bdfs.is_empty() {
         vfio::vfio_pci_devices().map_err(failed(format!("listing {}", vfio::VFIO_PCI_DRIVER)))?
     } else {
@@ -310,9 +416,11 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
         ));
     }
     say!(
-        "stage 1 (old kernel): {} device(s): {}, LUO session '{session_name}'",
+        "stage 1 (old kernel): {} device(s): {}, LUO session '{session_name}', live update \
+         mode {}",
         bdfs.len(),
-        bdfs.join(" ")
+        bdfs.join(" "),
+        mode_name(mode.uapi())
     );
 
     // The devices, through their VFIO cdevs.
@@ -354,6 +462,8 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
             bdf: dev.bdf.clone(),
             token: device_token(i),
             identity,
+            mode: mode.uapi(),
+            virtio: None,
         });
     }
 
@@ -361,7 +471,7 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
     // stage 2 needs to find and check everything.
     let mut mem = GuestMemory::create(c"vfio-lu-vmm-guest-ram", memory::SIZE)
         .map_err(failed("guest memory memfd"))?;
-    let header = Header {
+    let mut header = Header {
         iova: memory::IOVA,
         size: memory::SIZE as u64,
         devices: records,
@@ -369,13 +479,21 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
     {
         let bytes = mem.bytes_mut();
         header.encode(bytes);
-        for (off, b) in bytes.iter_mut().enumerate().skip(memory::HEADER_SIZE) {
+        for (off, b) in bytes
+            .iter_mut()
+            .enumerate()
+            .take(memory::PATTERN_END)
+            .skip(memory::HEADER_SIZE)
+        {
             *b = memory::pattern(off);
         }
     }
     say!(
-        "guest memory: memfd of {} KiB, test pattern written, device records in its first page",
-        mem.len() / 1024
+        "guest memory: memfd of {} KiB, test pattern written up to {} KiB, device records in \
+         its first page, DMA area of {} KiB for the virtio-net rings after the pattern",
+        mem.len() / 1024,
+        memory::PATTERN_END / 1024,
+        (memory::SIZE - memory::DMA_AREA) / 1024
     );
     map_dma(&iommufd, &ioas, &mem)?;
     say!(
@@ -383,6 +501,41 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
         memory::IOVA,
         mem.user_va()
     );
+
+    // The virtio-net devices: set up and transmitting, as a guest would
+    // leave them when the VMM starts the live update.
+    let mut slots = 0;
+    for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
+        if !is_virtio_net(&rec.identity) {
+            continue;
+        }
+        if slots == memory::MAX_VIRTIO {
+            say!(
+                "{}: virtio-net: not driven, the {} DMA slots of the guest memory are taken",
+                dev.bdf,
+                memory::MAX_VIRTIO
+            );
+            continue;
+        }
+        let net = VirtioNet::probe(dev).map_err(virtio_failed(&dev.bdf))?;
+        let bdf = dev.bdf.as_str();
+        let Some((mut vrec, queue)) = net
+            .init(&mem, slots as u8, 0, &mut |line| say!("{bdf}: {line}"))
+            .map_err(virtio_failed(bdf))?
+        else {
+            continue;
+        };
+        slots += 1;
+        send_frames(&net, bdf, &mem, &queue, &mut vrec)?;
+        rec.virtio = Some(vrec);
+    }
+    if slots > 0 {
+        header.encode(mem.bytes_mut());
+        say!(
+            "{slots} virtio-net device(s): setup, ring indices and next sequence numbers \
+             recorded in the guest memory header"
+        );
+    }
 
     // LUO: a named session holding every device file and the memfd.
     let session = {
@@ -395,6 +548,26 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
     };
     say!("created LUO session '{session_name}'");
     for (dev, rec) in devs.iter().zip(&header.devices) {
+        // The choice must come before the preserve; reset, the kernel's
+        // default, needs no call (and works on kernels without the feature).
+        if mode == Mode::Keep {
+            dev.set_liveupdate_mode(VFIO_DEVICE_LIVEUPDATE_KEEP)
+                .map_err(|e| {
+                    failed(format!(
+                        "{}: VFIO_DEVICE_FEATURE SET VFIO_DEVICE_FEATURE_LIVEUPDATE (keep)",
+                        dev.bdf
+                    ))(e)
+                    .hint(
+                        "ENOTTY: the kernel has no live update feature; EOPNOTSUPP: this \
+                         device's state cannot be kept (e.g. it shares a reset with \
+                         another); EBUSY: the file is already preserved",
+                    )
+                })?;
+            say!(
+                "{}: live update mode keep (VFIO_DEVICE_FEATURE_LIVEUPDATE SET)",
+                dev.bdf
+            );
+        }
         session.preserve_fd(dev, rec.token).map_err(|e| {
             failed(format!("{}: LIVEUPDATE_SESSION_PRESERVE_FD", dev.bdf))(e).hint(
                 "ENOENT: no handler took the file (module vfio_pci_liveupdate not loaded, \
@@ -432,19 +605,30 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool) -> Result<()> {
         say!("{}: interrupts off ({})", dev.bdf, text.join(", "));
     }
 
-    // DMA mappings do not survive the kexec: the handler resets the device
-    // when it freezes it, and the new kernel starts with no IOAS. Stop DMA
-    // now; stage 2 maps the same memory again.
-    ioas.unmap(memory::IOVA, mem.len() as u64)
-        .map_err(iommufd_failed(format!(
-            "IOMMU_IOAS_UNMAP at IOVA {:#x}",
+    // DMA mappings do not survive the kexec: the new kernel starts with no
+    // IOAS, and stage 2 maps the same memory again. In reset mode, the
+    // handler resets the devices at freeze anyway: stop DMA now. In keep
+    // mode, a device may work until the freeze, which clears its Bus Master:
+    // the mapping stays until then.
+    match mode {
+        Mode::Reset => {
+            ioas.unmap(memory::IOVA, mem.len() as u64)
+                .map_err(iommufd_failed(format!(
+                    "IOMMU_IOAS_UNMAP at IOVA {:#x}",
+                    memory::IOVA
+                )))?;
+            say!(
+                "guest memory unmapped from IOVA {:#x}: IOMMU mappings are not preserved \
+                 (the devices are reset at freeze), stage 2 maps it again",
+                memory::IOVA
+            );
+        }
+        Mode::Keep => say!(
+            "guest memory left mapped at IOVA {:#x} (keep mode): the freeze clears each \
+             device's Bus Master, which stops its DMA; stage 2 maps the memory again",
             memory::IOVA
-        )))?;
-    say!(
-        "guest memory unmapped from IOVA {:#x}: IOMMU mappings are not preserved \
-         (the devices are reset at freeze), stage 2 maps it again",
-        memory::IOVA
-    );
+        ),
+    }
 
     if no_kexec {
         say!(
@@ -500,8 +684,8 @@ fn stage2(session_name: &str) -> Result<()> {
     let mfd = session
         .retrieve_fd(MEMFD_TOKEN)
         .map_err(failed("guest memory: LIVEUPDATE_SESSION_RETRIEVE_FD"))?;
-    let mem = GuestMemory::from_fd(mfd).map_err(failed("guest memory: mmap"))?;
-    let header = Header::decode(mem.bytes())
+    let mut mem = GuestMemory::from_fd(mfd).map_err(failed("guest memory: mmap"))?;
+    let mut header = Header::decode(mem.bytes())
         .map_err(failed("guest memory: no stage 1 header in the memfd"))?;
     say!(
         "guest memory memfd retrieved ({} KiB); stage 1 recorded {} device(s), IOVA {:#x}",
@@ -597,7 +781,7 @@ fn stage2(session_name: &str) -> Result<()> {
     );
 
     // The memory as stage 1 left it.
-    let bytes = mem.bytes();
+    let bytes = &mem.bytes()[..memory::PATTERN_END];
     let mut bad = bytes
         .iter()
         .enumerate()
@@ -618,23 +802,231 @@ fn stage2(session_name: &str) -> Result<()> {
         bytes.len() - memory::HEADER_SIZE
     );
 
+    // What the live update did to each device, and the virtio-net devices
+    // back at work.
+    let mut frames = 0;
+    for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
+        let kept = live_update_outcome(dev, rec.mode)?;
+        let Some(vrec) = rec.virtio.as_mut() else {
+            continue;
+        };
+        if kept {
+            resume_virtio_net(dev, &mem, vrec)?;
+        } else {
+            reinit_virtio_net(dev, &mem, vrec)?;
+        }
+        frames += vrec.next_seq;
+    }
+    if frames > 0 {
+        header.encode(mem.bytes_mut());
+    }
+
     session.finish().map_err(|e| {
         failed(format!("LIVEUPDATE_SESSION_FINISH '{session_name}'"))(e)
             .hint("EBUSY: a preserved file was not retrieved, or a device not bound again")
     })?;
     say!("finished LUO session '{session_name}': the devices and memory are the VMM's again");
     say!(
-        "live update done: {} device(s) and {} KiB of guest memory carried across the kexec",
+        "live update done: {} device(s) and {} KiB of guest memory carried across the kexec{}",
         devs.len(),
-        mem.len() / 1024
+        mem.len() / 1024,
+        if frames > 0 {
+            format!("; {frames} frame(s) sent by the virtio-net devices in both stages")
+        } else {
+            String::new()
+        }
     );
+    Ok(())
+}
+
+/// Asks the retrieved device what the live update did to it (stage 1 chose
+/// `mode`); true if its state was kept. A kernel without the feature
+/// (`ENOTTY`) resets every device.
+fn live_update_outcome(dev: &Device, mode: u32) -> Result<bool> {
+    let lu = match dev.get_liveupdate() {
+        Ok(lu) => lu,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            say!(
+                "{}: VFIO_DEVICE_FEATURE_LIVEUPDATE GET: ENOTTY, this kernel has no such \
+                 feature: the device was reset (stage 1 chose {})",
+                dev.bdf,
+                mode_name(mode)
+            );
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "{}: VFIO_DEVICE_FEATURE GET VFIO_DEVICE_FEATURE_LIVEUPDATE",
+                dev.bdf
+            ))(e))
+        }
+    };
+    let kept = lu.flags & VFIO_DEVICE_LIVEUPDATE_KEPT != 0;
+    let mut flags = Vec::new();
+    if lu.flags & VFIO_DEVICE_LIVEUPDATE_RETRIEVED != 0 {
+        flags.push("RETRIEVED");
+    }
+    if kept {
+        flags.push("KEPT");
+    }
+    say!(
+        "{}: VFIO_DEVICE_FEATURE_LIVEUPDATE GET: mode {}, flags {:#x} ({}), supported {:#x} \
+         (stage 1 chose {})",
+        dev.bdf,
+        mode_name(lu.mode),
+        lu.flags,
+        if flags.is_empty() {
+            "none".to_owned()
+        } else {
+            flags.join("|")
+        },
+        lu.supported,
+        mode_name(mode)
+    );
+    if lu.flags & VFIO_DEVICE_LIVEUPDATE_RETRIEVED == 0 {
+        return Err(Failure::new(
+            format!(
+                "{}: the retrieved file does not say it came from a live update (flags {:#x})",
+                dev.bdf, lu.flags
+            ),
+            libc::EPROTO,
+        ));
+    }
+    if kept && mode != VFIO_DEVICE_LIVEUPDATE_KEEP {
+        return Err(Failure::new(
+            format!(
+                "{}: the device was kept, stage 1 chose {}",
+                dev.bdf,
+                mode_name(mode)
+            ),
+            libc::EPROTO,
+        ));
+    }
+    if !kept && mode == VFIO_DEVICE_LIVEUPDATE_KEEP {
+        say!(
+            "{}: stage 1 asked to keep the device, the live update reset it",
+            dev.bdf
+        );
+    }
+    Ok(kept)
+}
+
+/// A virtio-net device the live update kept: its common configuration as
+/// stage 1 left it, Bus Master off; then Bus Master and DRIVER_OK again, and
+/// frames from the same queue, the ring indices and sequence numbers
+/// continued.
+fn resume_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) -> Result<()> {
+    let bdf = dev.bdf.as_str();
+    let net = VirtioNet::probe(dev).map_err(virtio_failed(bdf))?;
+    let state = net.common_state().map_err(virtio_failed(bdf))?;
+    // QEMU drops DRIVER_OK when Bus Master is cleared, as the freeze does.
+    let expected = virtio::ACKNOWLEDGE | virtio::DRIVER | virtio::FEATURES_OK;
+    if state.status & !virtio::DRIVER_OK != expected {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: virtio-net: device status {:#04x} after the live update, expected \
+                 {expected:#04x} (ACKNOWLEDGE|DRIVER|FEATURES_OK)",
+                state.status
+            ),
+            libc::ESTALE,
+        ));
+    }
+    let diffs = net.compare(&state, rec);
+    if !diffs.is_empty() {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: virtio-net: common config changed by the live update: {}",
+                diffs.join(", ")
+            ),
+            libc::ESTALE,
+        ));
+    }
+    say!(
+        "{bdf}: virtio-net: kept: device status {:#04x}{}, features {:#x}, TX queue {} size {} \
+         at IOVAs {:#x}/{:#x}/{:#x}, enabled, MSI-X vectors {}/{}: as stage 1 left them",
+        state.status,
+        if state.status & virtio::DRIVER_OK == 0 {
+            " (DRIVER_OK dropped with Bus Master)"
+        } else {
+            ""
+        },
+        state.features,
+        rec.queue,
+        state.queue_size,
+        state.desc,
+        state.driver,
+        state.device,
+        virtio::vector_text(state.msix_config),
+        virtio::vector_text(state.queue_msix_vector)
+    );
+    let queue = net.resume_queue(mem, rec).map_err(virtio_failed(bdf))?;
+    let cmd = net.command().map_err(virtio_failed(bdf))?;
+    if cmd & vfio::PCI_COMMAND_MASTER != 0 {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: Command register {cmd:#06x}: Bus Master on after the live update, \
+                 which should have cleared it"
+            ),
+            libc::EPROTO,
+        ));
+    }
+    say!(
+        "{bdf}: Bus Master off after the live update (Command register {cmd:#06x}); ring \
+         indices in the guest memory as recorded (avail.idx {}, used.idx {})",
+        rec.next_avail,
+        rec.last_used
+    );
+    let cmd = net.bus_master_on().map_err(virtio_failed(bdf))?;
+    let status = net.driver_ok().map_err(virtio_failed(bdf))?;
+    say!(
+        "{bdf}: Bus Master on (Command register {cmd:#06x}), DRIVER_OK again (device status \
+         {status:#04x}): resumed without re-initialisation"
+    );
+    send_frames(&net, bdf, mem, &queue, rec)
+}
+
+/// A virtio-net device the live update reset: initialised again with fresh
+/// rings in its DMA slot; its frames continue the sequence numbers.
+fn reinit_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) -> Result<()> {
+    let bdf = dev.bdf.as_str();
+    let net = VirtioNet::probe(dev).map_err(virtio_failed(bdf))?;
+    let status = net.status().map_err(virtio_failed(bdf))?;
+    say!("{bdf}: virtio-net: device status {status:#04x} after the live update");
+    say!("{bdf}: device was reset by the live update: re-initialising virtio-net");
+    let Some((mut fresh, queue)) = net
+        .init(mem, rec.slot, rec.next_seq, &mut |line| {
+            say!("{bdf}: {line}")
+        })
+        .map_err(virtio_failed(bdf))?
+    else {
+        return Err(Failure::new(
+            format!("{bdf}: virtio-net: no longer offers VIRTIO_F_ACCESS_PLATFORM"),
+            libc::ESTALE,
+        ));
+    };
+    if fresh.mac != rec.mac {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: virtio-net: MAC {}, stage 1 had {}",
+                virtio::mac_text(&fresh.mac),
+                virtio::mac_text(&rec.mac)
+            ),
+            libc::ESTALE,
+        ));
+    }
+    send_frames(&net, bdf, mem, &queue, &mut fresh)?;
+    *rec = fresh;
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.stage {
-        Stage::Stage1 { bdfs, no_kexec } => stage1(&cli.session, bdfs, no_kexec),
+        Stage::Stage1 {
+            bdfs,
+            no_kexec,
+            mode,
+        } => stage1(&cli.session, bdfs, no_kexec, mode),
         Stage::Stage2 => stage2(&cli.session),
     };
     match result {

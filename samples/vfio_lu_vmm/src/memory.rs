@@ -6,8 +6,12 @@
 //! Linux 7.3), so the memory a guest had survives; the DMA mappings on top of
 //! it do not and are made again in the new kernel. The first page holds a
 //! header in which stage 1 records what stage 2 needs and checks: the devices,
-//! their tokens and identities, the IOVA and size of the memory. The rest is
-//! filled with a pattern that stage 2 checks byte by byte.
+//! their tokens, identities and live update modes, the IOVA and size of the
+//! memory, and the state of the virtio-net devices the sample drives (see
+//! [`VirtioRecord`]). The rest of the first MiB is filled with a pattern that
+//! stage 2 checks byte by byte. After it comes the DMA area: one slot of
+//! [`DMA_SLOT_SIZE`] bytes per driven virtio-net device, holding its transmit
+//! queue's rings and frame buffers, which the device reads and writes.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -17,21 +21,38 @@ use std::ptr::NonNull;
 
 use crate::vfio::Identity;
 
+/// End of the part of the memory that only the VMM touches: the header and
+/// the pattern. The devices never write below it.
+pub const PATTERN_END: usize = 1 << 20;
+/// The DMA area of the virtio-net devices starts where the pattern ends.
+pub const DMA_AREA: usize = PATTERN_END;
+/// One DMA slot per driven virtio-net device: its rings and buffers.
+pub const DMA_SLOT_SIZE: usize = 16 << 10;
+/// At most this many virtio-net devices are driven (DMA slots).
+pub const MAX_VIRTIO: usize = 8;
 /// Size of the guest memory.
-pub const SIZE: usize = 1 << 20;
+pub const SIZE: usize = DMA_AREA + MAX_VIRTIO * DMA_SLOT_SIZE;
 /// Where the devices see it (IO virtual address), before and after the kexec.
 pub const IOVA: u64 = 0x4000_0000;
-/// The header takes the first page; the pattern fills the rest.
+/// The header takes the first page; the pattern fills the rest of the first
+/// MiB.
 pub const HEADER_SIZE: usize = 4096;
 /// At most this many devices fit in the header.
 pub const MAX_DEVICES: usize = 64;
 
 const MAGIC: &[u8; 8] = b"VFIOLUVM";
-const VERSION: u32 = 1;
+/// Version 2: live update mode per device, virtio-net records, DMA area.
+const VERSION: u32 = 2;
 const FIXED: usize = 32;
 const BDF_LEN: usize = 16;
 const RECORD: usize = BDF_LEN + 8 + Identity::LEN + 4;
-const _: () = assert!(FIXED + MAX_DEVICES * RECORD <= HEADER_SIZE);
+/// In a device record: its live update mode, and 1 + the index of its
+/// virtio-net record (0: none).
+const RECORD_MODE: usize = BDF_LEN + 8 + Identity::LEN;
+const RECORD_VIRTIO: usize = RECORD_MODE + 1;
+/// The virtio-net records follow the device records.
+const VIRTIO_TABLE: usize = FIXED + MAX_DEVICES * RECORD;
+const _: () = assert!(VIRTIO_TABLE + MAX_VIRTIO * VirtioRecord::LEN <= HEADER_SIZE);
 
 /// The byte the pattern has at offset `off` of the memory: it depends on
 /// every bit of the offset, so that a page moved, lost or zeroed shows.
@@ -46,6 +67,92 @@ pub struct DeviceRecord {
     pub bdf: String,
     pub token: u64,
     pub identity: Identity,
+    /// The live update mode stage 1 chose (`VFIO_DEVICE_LIVEUPDATE_*`).
+    pub mode: u32,
+    /// The device's virtio-net record, if the sample drives it.
+    pub virtio: Option<VirtioRecord>,
+}
+
+/// A virtio-net device the sample drives: how stage 1 set it up, and where
+/// its transmit queue stands. Stage 2 checks the device against it (kept
+/// device) and continues the ring indices (kept) or the sequence numbers
+/// (reset device).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtioRecord {
+    /// Its DMA slot (0 to `MAX_VIRTIO - 1`).
+    pub slot: u8,
+    /// The source MAC address of its frames.
+    pub mac: [u8; 6],
+    /// The features the driver negotiated.
+    pub features: u64,
+    /// The transmit queue: index, size and ring addresses (IOVAs).
+    pub queue: u16,
+    pub queue_size: u16,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+    /// The MSI-X vectors, as the device read them back.
+    pub msix_config: u16,
+    pub queue_msix_vector: u16,
+    /// The next index of the driver (avail) ring, and the device (used)
+    /// ring's index the driver has seen.
+    pub next_avail: u16,
+    pub last_used: u16,
+    /// Sequence number of the next frame.
+    pub next_seq: u64,
+}
+
+impl VirtioRecord {
+    /// Size of the encoded form.
+    pub const LEN: usize = 96;
+
+    fn encode(&self, r: &mut [u8]) {
+        r[..Self::LEN].fill(0);
+        r[0] = self.slot;
+        r[2..8].copy_from_slice(&self.mac);
+        r[8..16].copy_from_slice(&self.features.to_le_bytes());
+        r[16..18].copy_from_slice(&self.queue.to_le_bytes());
+        r[18..20].copy_from_slice(&self.queue_size.to_le_bytes());
+        r[20..22].copy_from_slice(&self.msix_config.to_le_bytes());
+        r[22..24].copy_from_slice(&self.queue_msix_vector.to_le_bytes());
+        r[24..32].copy_from_slice(&self.desc.to_le_bytes());
+        r[32..40].copy_from_slice(&self.driver.to_le_bytes());
+        r[40..48].copy_from_slice(&self.device.to_le_bytes());
+        r[48..50].copy_from_slice(&self.next_avail.to_le_bytes());
+        r[50..52].copy_from_slice(&self.last_used.to_le_bytes());
+        r[56..64].copy_from_slice(&self.next_seq.to_le_bytes());
+    }
+
+    fn decode(r: &[u8]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([r[i], r[i + 1]]);
+        let u64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&r[i..i + 8]);
+            u64::from_le_bytes(v)
+        };
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&r[2..8]);
+        Self {
+            slot: r[0],
+            mac,
+            features: u64_at(8),
+            queue: u16_at(16),
+            queue_size: u16_at(18),
+            msix_config: u16_at(20),
+            queue_msix_vector: u16_at(22),
+            desc: u64_at(24),
+            driver: u64_at(32),
+            device: u64_at(40),
+            next_avail: u16_at(48),
+            last_used: u16_at(50),
+            next_seq: u64_at(56),
+        }
+    }
+}
+
+/// The offset in the guest memory of DMA slot `slot`.
+pub fn dma_slot(slot: u8) -> usize {
+    DMA_AREA + slot as usize * DMA_SLOT_SIZE
 }
 
 /// The header at offset 0 of the guest memory.
@@ -57,7 +164,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// Writes the header into `out` (at least `HEADER_SIZE` bytes).
+    /// Writes the header into `out` (at least `HEADER_SIZE` bytes). At most
+    /// `MAX_VIRTIO` devices have a virtio-net record, each in its own slot.
     pub fn encode(&self, out: &mut [u8]) {
         out[..HEADER_SIZE].fill(0);
         out[0..8].copy_from_slice(MAGIC);
@@ -74,6 +182,13 @@ impl Header {
             r[BDF_LEN..BDF_LEN + 8].copy_from_slice(&d.token.to_le_bytes());
             d.identity
                 .encode(&mut r[BDF_LEN + 8..BDF_LEN + 8 + Identity::LEN]);
+            // The two modes fit in a byte.
+            r[RECORD_MODE] = d.mode as u8;
+            if let Some(v) = &d.virtio {
+                r[RECORD_VIRTIO] = v.slot + 1;
+                let at = VIRTIO_TABLE + v.slot as usize * VirtioRecord::LEN;
+                v.encode(&mut out[at..at + VirtioRecord::LEN]);
+            }
         }
     }
 
@@ -96,17 +211,30 @@ impl Header {
         if n > MAX_DEVICES {
             return Err(io::Error::from_raw_os_error(libc::EBADMSG));
         }
-        let devices = (0..n)
-            .map(|i| {
-                let r = &b[FIXED + i * RECORD..FIXED + (i + 1) * RECORD];
-                let end = r[..BDF_LEN].iter().position(|&c| c == 0).unwrap_or(BDF_LEN);
-                DeviceRecord {
-                    bdf: String::from_utf8_lossy(&r[..end]).into_owned(),
-                    token: u64_at(FIXED + i * RECORD + BDF_LEN),
-                    identity: Identity::decode(&r[BDF_LEN + 8..BDF_LEN + 8 + Identity::LEN]),
+        let mut devices = Vec::new();
+        for i in 0..n {
+            let r = &b[FIXED + i * RECORD..FIXED + (i + 1) * RECORD];
+            let end = r[..BDF_LEN].iter().position(|&c| c == 0).unwrap_or(BDF_LEN);
+            let virtio = match r[RECORD_VIRTIO] as usize {
+                0 => None,
+                s if s <= MAX_VIRTIO => {
+                    let at = VIRTIO_TABLE + (s - 1) * VirtioRecord::LEN;
+                    let v = VirtioRecord::decode(&b[at..at + VirtioRecord::LEN]);
+                    if v.slot as usize != s - 1 {
+                        return Err(io::Error::from_raw_os_error(libc::EBADMSG));
+                    }
+                    Some(v)
                 }
-            })
-            .collect();
+                _ => return Err(io::Error::from_raw_os_error(libc::EBADMSG)),
+            };
+            devices.push(DeviceRecord {
+                bdf: String::from_utf8_lossy(&r[..end]).into_owned(),
+                token: u64_at(FIXED + i * RECORD + BDF_LEN),
+                identity: Identity::decode(&r[BDF_LEN + 8..BDF_LEN + 8 + Identity::LEN]),
+                mode: u32::from(r[RECORD_MODE]),
+                virtio,
+            });
+        }
         Ok(Self {
             iova: u64_at(16),
             size: u64_at(24),
@@ -185,19 +313,101 @@ impl GuestMemory {
         self.addr.as_ptr() as u64
     }
 
-    /// The memory, to read.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `addr` maps `len` readable bytes until `self` is dropped.
-        // The sample never starts DMA on its devices, so nothing else writes
-        // the memory while the slice lives.
-        unsafe { std::slice::from_raw_parts(self.addr.as_ptr(), self.len) }
+    /// Length of the part the devices never write: the header and the
+    /// pattern, all of the memory before the DMA area.
+    fn cpu_len(&self) -> usize {
+        self.len.min(DMA_AREA)
     }
 
-    /// The memory, to write.
+    /// The header and the pattern, to read.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `addr` maps `len` readable bytes until `self` is dropped.
+        // The devices only write the DMA area, above `cpu_len()`, so nothing
+        // else writes these bytes while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.addr.as_ptr(), self.cpu_len()) }
+    }
+
+    /// The header and the pattern, to write.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes()`, and `&mut self` makes this the only slice
         // of the mapping in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr(), self.cpu_len()) }
+    }
+
+    /// A pointer to `size` bytes at offset `off` of the DMA area, aligned
+    /// to `align`; `ERANGE` if they are not all in it, `EINVAL` if not
+    /// aligned.
+    fn dma_ptr(&self, off: usize, size: usize, align: usize) -> io::Result<*mut u8> {
+        if off < DMA_AREA || off.checked_add(size).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::ERANGE));
+        }
+        if !off.is_multiple_of(align) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `off + size <= len`, inside the mapping.
+        Ok(unsafe { self.addr.as_ptr().add(off) })
+    }
+
+    /// Reads a little-endian `u16` at `off` of the DMA area, with one
+    /// volatile access: a device may write it at any time.
+    pub fn dma_read16(&self, off: usize) -> io::Result<u16> {
+        let p = self.dma_ptr(off, 2, 2)?.cast::<u16>();
+        // SAFETY: `p` is aligned and inside the mapping (dma_ptr()); no Rust
+        // reference covers the DMA area, so a volatile read races with
+        // nothing but the device.
+        Ok(u16::from_le(unsafe { p.read_volatile() }))
+    }
+
+    /// Reads a little-endian `u32` at `off` of the DMA area (volatile).
+    pub fn dma_read32(&self, off: usize) -> io::Result<u32> {
+        let p = self.dma_ptr(off, 4, 4)?.cast::<u32>();
+        // SAFETY: as in dma_read16().
+        Ok(u32::from_le(unsafe { p.read_volatile() }))
+    }
+
+    /// Writes `val` little-endian at `off` of the DMA area (volatile).
+    pub fn dma_write16(&self, off: usize, val: u16) -> io::Result<()> {
+        let p = self.dma_ptr(off, 2, 2)?.cast::<u16>();
+        // SAFETY: as in dma_read16(); the devices read this memory, the
+        // VMM alone writes it.
+        unsafe { p.write_volatile(val.to_le()) };
+        Ok(())
+    }
+
+    /// Writes `val` little-endian at `off` of the DMA area (volatile).
+    pub fn dma_write32(&self, off: usize, val: u32) -> io::Result<()> {
+        let p = self.dma_ptr(off, 4, 4)?.cast::<u32>();
+        // SAFETY: as in dma_write16().
+        unsafe { p.write_volatile(val.to_le()) };
+        Ok(())
+    }
+
+    /// Writes `val` little-endian at `off` of the DMA area (volatile).
+    pub fn dma_write64(&self, off: usize, val: u64) -> io::Result<()> {
+        let p = self.dma_ptr(off, 8, 8)?.cast::<u64>();
+        // SAFETY: as in dma_write16().
+        unsafe { p.write_volatile(val.to_le()) };
+        Ok(())
+    }
+
+    /// Copies `data` to `off` of the DMA area, byte by byte (volatile).
+    pub fn dma_write(&self, off: usize, data: &[u8]) -> io::Result<()> {
+        let p = self.dma_ptr(off, data.len(), 1)?;
+        for (i, &b) in data.iter().enumerate() {
+            // SAFETY: `p + i` is inside the range dma_ptr() checked.
+            unsafe { p.add(i).write_volatile(b) };
+        }
+        Ok(())
+    }
+
+    /// Zeroes `len` bytes at `off` of the DMA area (volatile).
+    pub fn dma_zero(&self, off: usize, len: usize) -> io::Result<()> {
+        let p = self.dma_ptr(off, len, 1)?;
+        for i in 0..len {
+            // SAFETY: `p + i` is inside the range dma_ptr() checked.
+            unsafe { p.add(i).write_volatile(0) };
+        }
+        Ok(())
     }
 }
 

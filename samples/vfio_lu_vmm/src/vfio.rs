@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 
 use vfio_bindings::bindings::vfio::{
     vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd, vfio_device_info, vfio_irq_info,
-    vfio_irq_set, vfio_region_info, VFIO_BASE, VFIO_DEVICE_FLAGS_PCI, VFIO_IRQ_SET_ACTION_TRIGGER,
-    VFIO_IRQ_SET_DATA_NONE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_INTX_IRQ_INDEX,
-    VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_TYPE,
+    vfio_irq_set, vfio_region_info, VFIO_BASE, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_SET,
+    VFIO_DEVICE_FLAGS_PCI, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
+    VFIO_PCI_MSI_IRQ_INDEX, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE, VFIO_TYPE,
 };
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
 use vmm_sys_util::ioctl_io_nr;
@@ -30,12 +31,59 @@ ioctl_io_nr!(VFIO_DEVICE_GET_INFO, VFIO_TYPE as u32, VFIO_BASE + 7);
 ioctl_io_nr!(VFIO_DEVICE_GET_REGION_INFO, VFIO_TYPE as u32, VFIO_BASE + 8);
 ioctl_io_nr!(VFIO_DEVICE_GET_IRQ_INFO, VFIO_TYPE as u32, VFIO_BASE + 9);
 ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE as u32, VFIO_BASE + 10);
+ioctl_io_nr!(VFIO_DEVICE_FEATURE, VFIO_TYPE as u32, VFIO_BASE + 17);
 ioctl_io_nr!(VFIO_DEVICE_BIND_IOMMUFD, VFIO_TYPE as u32, VFIO_BASE + 18);
 ioctl_io_nr!(
     VFIO_DEVICE_ATTACH_IOMMUFD_PT,
     VFIO_TYPE as u32,
     VFIO_BASE + 19
 );
+
+/// `VFIO_DEVICE_FEATURE_LIVEUPDATE`: what a live update does to the device
+/// (the uAPI this project adds to `include/uapi/linux/vfio.h`; no released
+/// kernel has it, so neither has `vfio-bindings`). A kernel without it fails
+/// the ioctl with `ENOTTY`, VFIO's code for an unknown feature.
+pub const VFIO_DEVICE_FEATURE_LIVEUPDATE: u32 = 14;
+/// Live update modes, `vfio_device_feature_liveupdate.mode`.
+pub const VFIO_DEVICE_LIVEUPDATE_RESET: u32 = 0;
+pub const VFIO_DEVICE_LIVEUPDATE_KEEP: u32 = 1;
+/// `vfio_device_feature_liveupdate.flags` (GET): the file came from a live
+/// update, and the device's state was kept by it.
+pub const VFIO_DEVICE_LIVEUPDATE_RETRIEVED: u32 = 1 << 0;
+pub const VFIO_DEVICE_LIVEUPDATE_KEPT: u32 = 1 << 1;
+
+/// `struct vfio_device_feature_liveupdate`, the payload of
+/// `VFIO_DEVICE_FEATURE_LIVEUPDATE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveUpdateFeature {
+    /// `VFIO_DEVICE_LIVEUPDATE_RESET` or `_KEEP`.
+    pub mode: u32,
+    /// GET: the modes SET accepts, a bitmask of `1 << mode`.
+    pub supported: u32,
+    /// GET: `VFIO_DEVICE_LIVEUPDATE_RETRIEVED`, `_KEPT`.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: u32,
+}
+
+/// `struct vfio_device_feature` followed by the live update payload.
+#[repr(C)]
+struct FeatureLiveUpdateArg {
+    argsz: u32,
+    flags: u32,
+    data: LiveUpdateFeature,
+}
+
+const _: () = assert!(std::mem::size_of::<FeatureLiveUpdateArg>() == 24);
+
+/// PCI configuration space registers the sample uses.
+pub const PCI_COMMAND: u64 = 0x04;
+pub const PCI_COMMAND_MEMORY: u16 = 1 << 1;
+pub const PCI_COMMAND_MASTER: u16 = 1 << 2;
+pub const PCI_STATUS: u64 = 0x06;
+pub const PCI_STATUS_CAP_LIST: u16 = 1 << 4;
+pub const PCI_CAPABILITY_LIST: u64 = 0x34;
 
 /// Where the kernel lists PCI devices.
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -50,9 +98,11 @@ fn argsz<T>() -> u32 {
 
 /// Runs one VFIO ioctl on `file` and turns its status into a `Result`.
 fn vfio_ioctl<T>(file: &File, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: each `T` used here is the `vfio-bindings` structure of the
-    // request with `argsz` set to its size, so the kernel reads and writes
-    // only within `arg`, which is valid for the whole call.
+    // SAFETY: each `T` used here is the `#[repr(C)]` argument structure of the
+    // request (from `vfio-bindings`, or declared above for
+    // `VFIO_DEVICE_FEATURE_LIVEUPDATE`) with `argsz` set to its size, so the
+    // kernel reads and writes only within `arg`, which is valid for the whole
+    // call.
     let ret = unsafe { ioctl_with_mut_ref(file, req, arg) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
@@ -153,6 +203,17 @@ impl std::fmt::Display for Identity {
             self.class_rev & 0xff
         )
     }
+}
+
+/// A region of a VFIO device (a BAR, the configuration space...): where it
+/// lies in the device file, as `VFIO_DEVICE_GET_REGION_INFO` says.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    pub index: u32,
+    /// Offset of the region in the device file.
+    pub offset: u64,
+    pub size: u64,
+    pub flags: u32,
 }
 
 /// The interrupt types of a PCI device, as VFIO indexes them.
@@ -271,17 +332,103 @@ impl Device {
         Ok(info)
     }
 
+    /// `VFIO_DEVICE_GET_REGION_INFO` of region `index` (a BAR: 0 to 5, the
+    /// configuration space: 7).
+    pub fn region(&self, index: u32) -> io::Result<Region> {
+        let mut info = vfio_region_info {
+            argsz: argsz::<vfio_region_info>(),
+            index,
+            ..Default::default()
+        };
+        vfio_ioctl(&self.file, VFIO_DEVICE_GET_REGION_INFO(), &mut info)?;
+        Ok(Region {
+            index,
+            offset: info.offset,
+            size: info.size,
+            flags: info.flags,
+        })
+    }
+
+    /// The configuration space region.
+    pub fn config_region(&self) -> io::Result<Region> {
+        self.region(VFIO_PCI_CONFIG_REGION_INDEX)
+    }
+
+    /// Whether `len` bytes at `off` lie inside `region` and the region can be
+    /// read and written with `pread`/`pwrite` (no mmap is needed, and vfio-pci
+    /// answers these with `EIO`, rather than a fault, while the device is
+    /// frozen or its memory decoding is off).
+    pub fn check_rw(region: &Region, off: u64, len: u64) -> io::Result<()> {
+        let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        if region.flags & rw != rw {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        match off.checked_add(len) {
+            Some(end) if end <= region.size => Ok(()),
+            _ => Err(io::Error::from_raw_os_error(libc::ERANGE)),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at offset `off` of `region`. In a BAR,
+    /// vfio-pci turns an aligned read of 1, 2, 4 or 8 bytes into one access
+    /// of that width.
+    pub fn read_region(&self, region: &Region, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, region.offset + off)
+    }
+
+    /// Writes `buf` at offset `off` of `region` (in a BAR, one access per
+    /// aligned 1, 2, 4 or 8 bytes, as for reads).
+    pub fn write_region(&self, region: &Region, off: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, region.offset + off)
+    }
+
+    /// A 16-bit register of the configuration space.
+    pub fn config_read16(&self, config: &Region, off: u64) -> io::Result<u16> {
+        let mut b = [0u8; 2];
+        self.read_region(config, off, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Writes a 16-bit register of the configuration space (vfio-pci lets
+    /// the Command register's Memory Space and Bus Master bits through).
+    pub fn config_write16(&self, config: &Region, off: u64, val: u16) -> io::Result<()> {
+        self.write_region(config, off, &val.to_le_bytes())
+    }
+
+    /// `VFIO_DEVICE_FEATURE` SET of `VFIO_DEVICE_FEATURE_LIVEUPDATE`: what
+    /// the next live update does to the device (`VFIO_DEVICE_LIVEUPDATE_*`),
+    /// chosen before the file is preserved.
+    pub fn set_liveupdate_mode(&self, mode: u32) -> io::Result<()> {
+        let mut arg = FeatureLiveUpdateArg {
+            argsz: argsz::<FeatureLiveUpdateArg>(),
+            flags: VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_LIVEUPDATE,
+            data: LiveUpdateFeature {
+                mode,
+                ..Default::default()
+            },
+        };
+        vfio_ioctl(&self.file, VFIO_DEVICE_FEATURE(), &mut arg)
+    }
+
+    /// `VFIO_DEVICE_FEATURE` GET of `VFIO_DEVICE_FEATURE_LIVEUPDATE`: the
+    /// mode, the modes supported and, on a retrieved file, what the live
+    /// update did (`ENOTTY`: the kernel has no such feature).
+    pub fn get_liveupdate(&self) -> io::Result<LiveUpdateFeature> {
+        let mut arg = FeatureLiveUpdateArg {
+            argsz: argsz::<FeatureLiveUpdateArg>(),
+            flags: VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_LIVEUPDATE,
+            data: LiveUpdateFeature::default(),
+        };
+        vfio_ioctl(&self.file, VFIO_DEVICE_FEATURE(), &mut arg)?;
+        Ok(arg.data)
+    }
+
     /// Reads the configuration space header through the VFIO config region
     /// (`VFIO_DEVICE_GET_REGION_INFO`, then `pread` at the region's offset).
     pub fn identity(&self) -> io::Result<Identity> {
-        let mut region = vfio_region_info {
-            argsz: argsz::<vfio_region_info>(),
-            index: VFIO_PCI_CONFIG_REGION_INDEX,
-            ..Default::default()
-        };
-        vfio_ioctl(&self.file, VFIO_DEVICE_GET_REGION_INFO(), &mut region)?;
+        let config = self.config_region()?;
         let mut hdr = [0u8; 0x30];
-        self.file.read_exact_at(&mut hdr, region.offset)?;
+        self.read_region(&config, 0, &mut hdr)?;
         let u16_at = |i: usize| u16::from_le_bytes([hdr[i], hdr[i + 1]]);
         Ok(Identity {
             vendor: u16_at(0x00),
