@@ -2,7 +2,8 @@
 # The README's test command (after the kernel build): style checks, and, at the
 # same time, the two-stage QEMU test twice, once per reset mode of the module
 # (parallel, the default, and serial), the second also with bind_preserved=1,
-# and a third, short run with a damaged list of preserved devices. Ends with
+# a third, short run with a damaged list of preserved devices, and a fourth
+# with the sample VMM in keep mode (frames checked on the host). Ends with
 # "N passed, N failed" over all of them and exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
@@ -21,7 +22,9 @@ vm_start() {
 	{ "$PROJECT/scripts/vmtest.sh" --mode test --name "$name" "$@" > "$out/$name" 2>&1
 	  echo $? > "$out/$name.rc"; } &
 }
-vm_start test "$@"
+# The first run lets vfio-pci suspend idle devices (as distributions have it):
+# the keep test's kept device must stay in D0 across the kexec all the same.
+vm_start test --idle-d3 "$@"
 # The second run also has the new kernel's module bind the preserved devices
 # itself (bind_preserved=1); the first leaves that to init, as userspace.
 # It runs only what depends on those parameters (serial1.list, serial2.list),
@@ -36,6 +39,10 @@ vm_start test-serial --lists serial --fault-devices "" --keep-devices "" \
 # unloads), which would otherwise make the first run the last to end by far.
 vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" \
 	--keep-devices "" "$@"
+# The fourth runs the sample VMM as make run does (demo1.list, demo2.list): it
+# drives a virtio-net device from userspace, keeps it across the kexec and
+# sends on from the same queue; the host checks every frame arrived once.
+vm_start test-vmm --mode demo --devices "virtio-net-tx igb" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
 # at the same time as the rest.
@@ -69,6 +76,7 @@ vm_tally() {
 vm_tally test
 vm_tally test-serial
 vm_tally test-list
+vm_tally test-vmm
 
 if [ "$skipped" -gt 0 ]; then
 	echo "$passed passed, $failed failed, $skipped skipped"

@@ -6,7 +6,7 @@
 #   scripts/vmtest.sh [--mode test|demo|bench] [--devices "virtio-net-pci igb edu"]
 #                     [--append "KERNEL ARGS"] [--timeout SECONDS] [--name NAME] [--kvm]
 #                     [--lists NAME] [--fault-devices "..."] [--reset-devices "..."]
-#                     [--keep-devices "..."]
+#                     [--keep-devices "..."] [--idle-d3]
 #
 # --mode picks the programs each stage runs: test (the kselftests,
 # stage1.list/stage2.list), demo (for make run: the sample VMM,
@@ -21,6 +21,7 @@
 # passes vfio_pci_liveupdate.* on to the module, as modprobe would).
 # --fault-devices, --reset-devices and --keep-devices give the fault, reset
 # and keep mode tests' own devices (test mode defaults below; "" for none).
+# --idle-d3 lets vfio-pci suspend idle devices in test mode too.
 #
 # Device types: virtio-net-pci, virtio-rng-pci, virtio-balloon-pci,
 # virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
@@ -56,6 +57,7 @@ KEEP_DEVICES=default
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 [ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
 NAME=
+IDLE_D3=
 APPEND=
 LISTS=
 # One host thread per VM (thread=single): make test runs three VMs on the
@@ -70,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--fault-devices) FAULT_DEVICES=$2; shift 2 ;;
 	--reset-devices) RESET_DEVICES=$2; shift 2 ;;
 	--keep-devices) KEEP_DEVICES=$2; shift 2 ;;
+	--idle-d3) IDLE_D3=1; shift ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
@@ -256,8 +259,10 @@ cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfi
 [ ${#keep_ids[@]} = 0 ] || cmdline+=" vfio_lu_keep_devs=$(IFS=,; echo "${keep_ids[*]}")"
 # Tests read device registers before anyone opens a device: vfio-pci must not
 # put idle devices in D3hot (QEMU's virtio devices reset on the way back to
-# D0, which would hide whether our reset happened).
-[ "$MODE" = test ] && cmdline+=" vfio_pci.disable_idle_d3=1"
+# D0, which would hide whether our reset happened). Devices held off for a
+# live update stay in D0 anyway; --idle-d3 leaves vfio-pci's default, for a
+# run whose tests check that.
+[ "$MODE" = test ] && [ -z "$IDLE_D3" ] && cmdline+=" vfio_pci.disable_idle_d3=1"
 # KHO's default scratch size (twice the memblock reservations) does not fit in
 # 2 GiB with KASAN's shadow reserved: ask for sizes that hold the next
 # kernel's early allocations, shadow included.

@@ -6,7 +6,8 @@
  * configuration, which the VMM programs before the kexec and a reset clears,
  * read from the device.
  *
- *   vfio_lu_keep_test -s 1   bind each device; VFIO_DEVICE_FEATURE_LIVEUPDATE
+ *   vfio_lu_keep_test -s 1   (idle D3 allowed: the idle device is in D3hot)
+ *                            bind each device; VFIO_DEVICE_FEATURE_LIVEUPDATE
  *                            offers KEEP, refuses an unknown mode (EINVAL),
  *                            takes KEEP; program the device as a driver
  *                            would (status, features, queue 0's size and
@@ -165,6 +166,28 @@ static int set_bus_master(int fd)
 	return rw(fd, reg.offset + PCI_COMMAND, &cmd, sizeof(cmd), true);
 }
 
+/* Whether vfio-pci puts idle devices in D3hot (vfio_pci.disable_idle_d3 off). */
+static bool idle_d3(void)
+{
+	char val[8] = "";
+
+	return !vfio_lu_read_file("/sys/module/vfio_pci/parameters/disable_idle_d3", val,
+				  sizeof(val)) && val[0] == 'N';
+}
+
+/* The power state of @bdf as the PCI core has it, in @pm ("D0", "D3hot"...). */
+static int read_power_state(const char *bdf, char *pm, size_t len)
+{
+	char path[PATH_MAX];
+	int ret;
+
+	snprintf(path, sizeof(path), PCI_DEVICES "/%s/power_state", bdf);
+	ret = vfio_lu_read_file(path, pm, len);
+	if (!ret)
+		strtok(pm, "\n");
+	return ret;
+}
+
 static void stage1(int luo)
 {
 	struct vfio_device_feature_liveupdate lu;
@@ -174,7 +197,7 @@ static void stage1(int luo)
 
 	if (ndevs <= 0)
 		ksft_exit_fail_msg("no devices given (vfio_lu_keep_devs=)\n");
-	ksft_set_plan(1 + 6 * ndevs);
+	ksft_set_plan(1 + (6 + idle_d3()) * ndevs);
 	vfio_lu_state_create(luo, STATE_SESSION);
 	session = luo_create_session(luo, SESSION_NAME);
 	if (session < 0)
@@ -191,7 +214,18 @@ static void stage1(int luo)
 
 	for (i = 0; i < ndevs; i++) {
 		const char *bdf = devs[i].bdf;
+		char pm[16] = "";
 
+		/*
+		 * Idle, bound to vfio-pci and not held off for a live update, a
+		 * device is suspended: what stage 2 must not see of a kept one.
+		 */
+		if (idle_d3()) {
+			ret = read_power_state(bdf, pm, sizeof(pm));
+			ksft_test_result(!ret && !strcmp(pm, "D3hot"),
+					 "stage1_idle_device_suspended_by_vfio_pci %s (%s)\n", bdf,
+					 ret ? strerror(-ret) : pm);
+		}
 		fd = vfio_lu_bound_cdev(bdf, iommufd);
 		if (fd < 0)
 			ksft_exit_fail_msg("%s: bind: %s\n", bdf, strerror(-fd));
@@ -277,7 +311,7 @@ static void stage2(int luo, int state)
 {
 	struct vfio_device_feature_liveupdate lu;
 	int session, iommufd, mfd, fd, ret, i, status;
-	char path[PATH_MAX], pm[16];
+	char pm[16];
 	struct common now;
 	struct record *rec;
 	uint16_t cmd;
@@ -302,11 +336,10 @@ static void stage2(int luo, int state)
 
 		ksft_test_result(vfio_pci_only_at_load(bdf),
 				 "stage2_kept_device_bound_to_vfio_pci_at_load %s\n", bdf);
-		snprintf(path, sizeof(path), PCI_DEVICES "/%s/power_state", bdf);
-		ret = vfio_lu_read_file(path, pm, sizeof(pm));
-		ksft_test_result(!ret && !strncmp(pm, "D0", 2),
-				 "stage2_kept_device_in_d0_before_retrieve %s (%s)\n", bdf,
-				 ret ? strerror(-ret) : strtok(pm, "\n"));
+		ret = read_power_state(bdf, pm, sizeof(pm));
+		ksft_test_result(!ret && !strcmp(pm, "D0"),
+				 "stage2_kept_device_in_d0_before_retrieve %s (%s, idle D3 %s)\n",
+				 bdf, ret ? strerror(-ret) : pm, idle_d3() ? "on" : "off");
 		status = vfio_lu_virtio_status_sysfs(bdf);
 		ksft_test_result(status == rec->dev[i].status,
 				 "stage2_status_kept_before_retrieve %s (status %#x, stage 1 %#x)\n",
