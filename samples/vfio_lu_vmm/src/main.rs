@@ -61,7 +61,9 @@ alone), FEATURES_OK, transmit queue 1 (64 entries, rings in the DMA area, MSI-X 
 vectors 0 and 1 written for a test to read back, MSI-X itself off), DRIVER_OK, and \
 it sends 16 Ethernet frames (EtherType 0x88b5, a magic and sequence numbers 0 to \
 15), polling the used ring until the device has used them all. The ring indices \
-and the next sequence number go into the memfd's header. Then stage 1 creates a \
+and the next sequence number go into the memfd's header. On each igb (8086:10c9), \
+stage 1 sets receive address 1 (RAL/RAH(1) in BAR 0), a register a reset clears. \
+Then stage 1 creates a \
 named LUO session on /dev/liveupdate; with --mode keep it asks each device to be \
 kept across the update (VFIO_DEVICE_FEATURE SET of VFIO_DEVICE_FEATURE_LIVEUPDATE, \
 mode KEEP; --mode reset, the default, leaves the kernel's default, a reset at \
@@ -87,7 +89,9 @@ size, ring addresses, enable and MSI-X vectors, the ring indices in memory; Bus 
 Master off), then gets Bus Master and DRIVER_OK again and sends 16 more frames \
 from the same queue, ring indices and sequence numbers continued. A device that was \
 reset is initialised again with fresh rings and sends its 16 frames with the \
-sequence numbers continued (16 to 31). Last, stage 2 finishes the session \
+sequence numbers continued (16 to 31). An igb's receive address 1 must read as \
+stage 1 set it if the device was kept, and as 0 if it was reset. Last, stage 2 \
+finishes the session \
 (LIVEUPDATE_SESSION_FINISH).
 
 What is not carried over: DMA mappings, and in reset mode the device state. The \
@@ -537,6 +541,13 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
         );
     }
 
+    // igb: a register that a reset clears, set as a guest's driver would.
+    for (dev, rec) in devs.iter().zip(&header.devices) {
+        if is_igb(&rec.identity) {
+            igb_set_mark(dev)?;
+        }
+    }
+
     // LUO: a named session holding every device file and the memfd.
     let session = {
         let luo = Orchestrator::open().map_err(failed("open /dev/liveupdate"))?;
@@ -807,6 +818,9 @@ fn stage2(session_name: &str) -> Result<()> {
     let mut frames = 0;
     for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
         let kept = live_update_outcome(dev, rec.mode)?;
+        if is_igb(&rec.identity) {
+            igb_check_mark(dev, kept)?;
+        }
         let Some(vrec) = rec.virtio.as_mut() else {
             continue;
         };
@@ -835,6 +849,91 @@ fn stage2(session_name: &str) -> Result<()> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+/// igb (82576): the receive address registers of entry 1, which the reset
+/// clears (entry 0 holds the MAC address from the EEPROM).
+const IGB_VENDOR: u16 = 0x8086;
+const IGB_DEVICE: u16 = 0x10c9;
+const IGB_RAL1: u64 = 0x5408;
+const IGB_RAH1: u64 = 0x540c;
+/// What stage 1 writes there: a unicast address, without the Address Valid
+/// bit (so the device does not filter on it).
+const IGB_MARK: [u32; 2] = [0x5678_4c55, 0x0000_1234];
+
+fn is_igb(identity: &vfio::Identity) -> bool {
+    identity.vendor == IGB_VENDOR && identity.device == IGB_DEVICE
+}
+
+/// RAL(1) and RAH(1) of an igb, through its BAR 0 region.
+fn igb_read_mark(dev: &Device) -> io::Result<[u32; 2]> {
+    let bar0 = dev.region(0)?;
+    let mut out = [0u32; 2];
+    for (reg, v) in [IGB_RAL1, IGB_RAH1].into_iter().zip(out.iter_mut()) {
+        let mut b = [0u8; 4];
+        dev.read_region(&bar0, reg, &mut b)?;
+        *v = u32::from_le_bytes(b);
+    }
+    Ok(out)
+}
+
+fn igb_set_mark(dev: &Device) -> Result<()> {
+    let bar0 = dev
+        .region(0)
+        .map_err(failed(format!("{}: igb: BAR 0 region", dev.bdf)))?;
+    for (reg, v) in [IGB_RAL1, IGB_RAH1].into_iter().zip(IGB_MARK) {
+        dev.write_region(&bar0, reg, &v.to_le_bytes())
+            .map_err(failed(format!("{}: igb: write register {reg:#x}", dev.bdf)))?;
+    }
+    let got = igb_read_mark(dev).map_err(failed(format!("{}: igb: read RAL/RAH(1)", dev.bdf)))?;
+    if got != IGB_MARK {
+        return Err(Failure::new(
+            format!(
+                "{}: igb: RAL/RAH(1) read {:#010x}/{:#010x} after writing {:#010x}/{:#010x}",
+                dev.bdf, got[0], got[1], IGB_MARK[0], IGB_MARK[1]
+            ),
+            libc::EIO,
+        ));
+    }
+    say!(
+        "{}: igb: receive address 1 set (RAL/RAH(1) {:#010x}/{:#010x}), a register a reset clears",
+        dev.bdf,
+        got[0],
+        got[1]
+    );
+    Ok(())
+}
+
+/// After the live update: a kept igb still has stage 1's receive address 1; a
+/// reset one has none.
+fn igb_check_mark(dev: &Device, kept: bool) -> Result<()> {
+    let got = igb_read_mark(dev).map_err(failed(format!("{}: igb: read RAL/RAH(1)", dev.bdf)))?;
+    let (want, what) = if kept {
+        (IGB_MARK, "as stage 1 set it: kept")
+    } else {
+        ([0, 0], "cleared: reset")
+    };
+    if got != want {
+        return Err(Failure::new(
+            format!(
+                "{}: igb: RAL/RAH(1) read {:#010x}/{:#010x}, expected {:#010x}/{:#010x} ({})",
+                dev.bdf,
+                got[0],
+                got[1],
+                want[0],
+                want[1],
+                if kept { "kept" } else { "reset" }
+            ),
+            libc::EIO,
+        ));
+    }
+    say!(
+        "{}: igb: receive address 1 {:#010x}/{:#010x}, {what}",
+        dev.bdf,
+        got[0],
+        got[1]
     );
     Ok(())
 }
