@@ -39,10 +39,11 @@ vm_start test-serial --lists serial --fault-devices "" --keep-devices "" \
 # unloads), which would otherwise make the first run the last to end by far.
 vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "" --reset-devices "" \
 	--keep-devices "" "$@"
-# The fourth runs the sample VMM as make run does (demo1.list, demo2.list): it
-# drives a virtio-net device from userspace, keeps it across the kexec and
-# sends on from the same queue; the host checks every frame arrived once.
-vm_start test-vmm --mode demo --devices "virtio-net-tx igb" "$@"
+# The fourth runs the sample VMM (demotest1.list, demotest2.list): it drives
+# two virtio-net devices from userspace and sets a register of two igb; one
+# of each is kept across the kexec and sends on from the same queue, the
+# other reset; the host checks every frame arrived once.
+vm_start test-vmm --mode demo --lists demotest --devices "virtio-net-tx virtio-net-tx igb igb" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
 # at the same time as the rest.

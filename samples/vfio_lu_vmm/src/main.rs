@@ -129,9 +129,17 @@ enum Stage {
         /// preserved)
         #[arg(long, value_enum, default_value_t = Mode::Reset)]
         mode: Mode,
+        /// A device (dddd:bb:dd.f) to reset whatever --mode says (repeatable)
+        #[arg(long = "reset", value_name = "BDF")]
+        reset_bdfs: Vec<String>,
     },
     /// New kernel: retrieve the devices and memory, map again, check, finish
-    Stage2,
+    Stage2 {
+        /// Fail if a device that stage 1 asked to keep was reset (by default
+        /// the VMM initialises it again and goes on)
+        #[arg(long)]
+        require_kept: bool,
+    },
 }
 
 /// What the live update does to a device.
@@ -403,7 +411,21 @@ fn send_frames(
     Ok(())
 }
 
-fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> Result<()> {
+fn stage1(
+    session_name: &str,
+    bdfs: Vec<String>,
+    no_kexec: bool,
+    mode: Mode,
+    reset_bdfs: &[String],
+) -> Result<()> {
+    // The mode of each device.
+    let mode_of = |bdf: &str| {
+        if reset_bdfs.iter().any(|b| b == bdf) {
+            Mode::Reset
+        } else {
+            mode
+        }
+    };
     let bdfs = if bdfs.is_empty() {
         vfio::vfio_pci_devices().map_err(failed(format!("listing {}", vfio::VFIO_PCI_DRIVER)))?
     } else {
@@ -426,6 +448,9 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
         bdfs.join(" "),
         mode_name(mode.uapi())
     );
+    if !reset_bdfs.is_empty() {
+        say!("reset mode, whatever --mode says: {}", reset_bdfs.join(" "));
+    }
 
     // The devices, through their VFIO cdevs.
     let mut devs = Vec::new();
@@ -466,7 +491,7 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
             bdf: dev.bdf.clone(),
             token: device_token(i),
             identity,
-            mode: mode.uapi(),
+            mode: mode_of(&dev.bdf).uapi(),
             virtio: None,
         });
     }
@@ -561,7 +586,7 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
     for (dev, rec) in devs.iter().zip(&header.devices) {
         // The choice must come before the preserve; reset, the kernel's
         // default, needs no call (and works on kernels without the feature).
-        if mode == Mode::Keep {
+        if mode_of(&dev.bdf) == Mode::Keep {
             dev.set_liveupdate_mode(VFIO_DEVICE_LIVEUPDATE_KEEP)
                 .map_err(|e| {
                     failed(format!(
@@ -621,7 +646,8 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
     // handler resets the devices at freeze anyway: stop DMA now. In keep
     // mode, a device may work until the freeze, which clears its Bus Master:
     // the mapping stays until then.
-    match mode {
+    let any_kept = devs.iter().any(|d| mode_of(&d.bdf) == Mode::Keep);
+    match if any_kept { Mode::Keep } else { Mode::Reset } {
         Mode::Reset => {
             ioas.unmap(memory::IOVA, mem.len() as u64)
                 .map_err(iommufd_failed(format!(
@@ -675,7 +701,7 @@ fn stage1(session_name: &str, bdfs: Vec<String>, no_kexec: bool, mode: Mode) -> 
     ))
 }
 
-fn stage2(session_name: &str) -> Result<()> {
+fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
     say!("stage 2 (new kernel): retrieving LUO session '{session_name}'");
     let session: Session = {
         let luo = Orchestrator::open().map_err(|e| {
@@ -817,7 +843,7 @@ fn stage2(session_name: &str) -> Result<()> {
     // back at work.
     let mut frames = 0;
     for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
-        let kept = live_update_outcome(dev, rec.mode)?;
+        let kept = live_update_outcome(dev, rec.mode, require_kept)?;
         if is_igb(&rec.identity) {
             igb_check_mark(dev, kept)?;
         }
@@ -941,7 +967,7 @@ fn igb_check_mark(dev: &Device, kept: bool) -> Result<()> {
 /// Asks the retrieved device what the live update did to it (stage 1 chose
 /// `mode`); true if its state was kept. A kernel without the feature
 /// (`ENOTTY`) resets every device.
-fn live_update_outcome(dev: &Device, mode: u32) -> Result<bool> {
+fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bool> {
     let lu = match dev.get_liveupdate() {
         Ok(lu) => lu,
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
@@ -1002,6 +1028,16 @@ fn live_update_outcome(dev: &Device, mode: u32) -> Result<bool> {
         ));
     }
     if !kept && mode == VFIO_DEVICE_LIVEUPDATE_KEEP {
+        if require_kept {
+            return Err(Failure::new(
+                format!(
+                    "{}: stage 1 asked to keep the device, the live update reset it",
+                    dev.bdf
+                ),
+                libc::EPROTO,
+            )
+            .hint("the kernel log says why the state of the kept device was lost"));
+        }
         say!(
             "{}: stage 1 asked to keep the device, the live update reset it",
             dev.bdf
@@ -1125,8 +1161,9 @@ fn main() -> ExitCode {
             bdfs,
             no_kexec,
             mode,
-        } => stage1(&cli.session, bdfs, no_kexec, mode),
-        Stage::Stage2 => stage2(&cli.session),
+            reset_bdfs,
+        } => stage1(&cli.session, bdfs, no_kexec, mode, &reset_bdfs),
+        Stage::Stage2 { require_kept } => stage2(&cli.session, require_kept),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
