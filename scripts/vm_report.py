@@ -342,26 +342,34 @@ def device_summary(run, console):
     out = ["  each device, old kernel -> new kernel (identity from sysfs, steps from the tracepoints):"]
     for bdf, ids, _ in run.binds[1]:
         b = re.escape(bdf)
-        frozen = last(old, rf"vfio_pci_lu_freeze: {b} reset=\w+ us=(\d+) ret=0\b")
+        frozen = last(old, rf"vfio_pci_lu_freeze: {b} reset=(\w+) us=(\d+) ret=0\b")
+        # Keep mode (VFIO_DEVICE_LIVEUPDATE_KEEP): the freeze did not reset the device.
+        kept = bool(frozen) and frozen.group(1) == "none"
         refused = last(old, rf"{b}: live update: cannot freeze: (.*)$")
         reset = last(old, rf"vfio_pci_lu_reset: {b} when=\w+ us=(\d+) waited_us=\d+ ret=(-?\d+)")
         retrieved = last(new, rf"vfio_pci_lu_retrieve: {b} us=(\d+) ret=(-?\d+)")
         after = after_ids.get(bdf)
         methods = run.resets[1].get(bdf, "?").split()
-        steps = [("frozen", frozen), ("reset", reset and reset.group(2) == "0"),
+        steps = [("frozen", frozen), ("reset", kept or (reset and reset.group(2) == "0")),
                  ("retrieved", retrieved and retrieved.group(2) == "0")]
         missing = [name for name, ok in steps if not ok]
         if missing:
             outcome = "FAILED: not " + ", ".join(missing)
         elif after != ids:
             outcome = "FAILED: identity changed"
+        elif kept:
+            outcome = (f"ok: frozen in {frozen.group(2)} us, kept (not reset), "
+                       f"retrieved in {retrieved.group(1)} us; same identity")
         else:
-            outcome = (f"ok: frozen in {frozen.group(1)} us, reset in {reset.group(1)} us, "
+            outcome = (f"ok: frozen in {frozen.group(2)} us, reset in {reset.group(1)} us, "
                        f"retrieved in {retrieved.group(1)} us; same identity")
         out.append(f"    {bdf}")
         out.append(f"      before  {ids}")
-        out.append(f"      reset   {methods[0] if methods else '?'} at freeze"
-                   f" (first of the device's reset methods: {' '.join(methods)})")
+        if kept:
+            out.append("      reset   none: kept (VFIO_DEVICE_LIVEUPDATE_KEEP)")
+        else:
+            out.append(f"      reset   {methods[0] if methods else '?'} at freeze"
+                       f" (first of the device's reset methods: {' '.join(methods)})")
         out.append(f"      after   {after or '-'}")
         if refused:
             out.append(f"      note    a kexec was refused first, as the test asks: {refused.group(1)}")

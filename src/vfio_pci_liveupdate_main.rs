@@ -13,7 +13,9 @@
 //!   disabled (checked under vfio-pci's interrupt lock) and it is in D0; then user access to the
 //!   device is blocked (BAR mmaps zapped, `EIO` on the old file), bus mastering is cleared, the
 //!   device is reset under vfio-pci's locks and its configuration as it was just before, bus
-//!   mastering off, restored; any failure undoes the freeze of the device.
+//!   mastering off, restored; any failure undoes the freeze of the device. A device whose VMM
+//!   chose to keep it (`VFIO_DEVICE_FEATURE_LIVEUPDATE`, read at preserve) is not reset: its
+//!   configuration space goes into the blob instead (see [`keep`]).
 //!   The resets of all devices run in parallel, on the module's own workqueue, and are waited for
 //!   (10 s at most) before the kexec (see [`reset`]); module parameter `serial_reset` resets in
 //!   each freeze. Each reset's outcome goes into the list of preserved devices;
@@ -22,6 +24,8 @@
 //! - retrieve (new kernel): the vfio-pci device at the same address, with the same identity, gets
 //!   a new device file, equivalent to opening its cdev; unless the previous kernel recorded its
 //!   reset as done, the device is reset first, and the retrieve fails with `EIO` if it cannot be;
+//!   a kept device is compared with its recorded configuration space, and reset only if its state
+//!   was lost;
 //! - finish: refused until the file was retrieved and bound with `VFIO_DEVICE_BIND_IOMMUFD`.
 //!
 //! In the new kernel, the module reads the list of preserved devices when it loads; until a
