@@ -136,14 +136,16 @@ def parse_ktap(path):
 
 
 def freeze_check(run, console):
-    """The kexec's freeze reset every device in the mode the module was asked for."""
+    """The kexec's freeze reset every device in the mode the module was asked for, but
+    those whose VMM chose to keep them (per device, reset=none)."""
     old = console.split("Linux version ")
     old = old[1] if len(old) > 1 else ""
     want = "serial" if "vfio_pci_liveupdate.serial_reset=1" in console else "parallel"
     # The module's tracepoint, which init has the kernel print on the console.
     total = re.findall(r"vfio_pci_lu_freeze_all: devices=(\d+) reset=(\w+) us=(\d+) failed=(\d+)", old)
     ndev = len(run.binds[1])
-    name = f"the kexec froze all {ndev} device(s), {want} resets"
+    kept = len(set(re.findall(r"vfio_pci_lu_freeze: (\S+) reset=none us=\d+ ret=0\b", old)))
+    name = f"the kexec froze all {ndev} device(s), {want} resets" + (f", {kept} kept" if kept else "")
     if not total:
         return (name, False, "no vfio_pci_lu_freeze_all event in the old kernel's log")
     n, mode, us, failed = total[-1]
