@@ -24,7 +24,7 @@
 # --idle-d3 lets vfio-pci suspend idle devices in test mode too.
 #
 # Device types: virtio-net-pci, virtio-rng-pci, virtio-balloon-pci,
-# virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
+# virtio-keyboard-pci, virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
 # edu, and
 # virtio-net-tx: a virtio-net-pci behind the vIOMMU (iommu_platform=on), MAC
 # 52:54:00:4c:55:<index>, whose transmit side goes to a unix socket of the
@@ -51,7 +51,8 @@ FAULT_DEVICES=default
 RESET_DEVICES=default
 # The keep mode test's own devices (test mode): a virtio device type the other
 # tests do not use, whose common configuration the test programs and reads
-# back across the kexec.
+# back across the kexec; the second is reset behind the handler's back (QEMU
+# has one balloon at most).
 KEEP_DEVICES=default
 # The debug kernel boots and runs about 30 times slower under TCG.
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
@@ -96,7 +97,7 @@ if [ "$RESET_DEVICES" = default ]; then
 fi
 if [ "$KEEP_DEVICES" = default ]; then
 	KEEP_DEVICES=
-	[ "$MODE" = test ] && KEEP_DEVICES="virtio-balloon-pci"
+	[ "$MODE" = test ] && KEEP_DEVICES="virtio-balloon-pci virtio-keyboard-pci"
 fi
 # Runs may go on at the same time (make test starts its three together); a
 # kernel build waits for them, and they for it.
@@ -240,13 +241,14 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 		out+=(1af4:1041); tx_devs+=("$i") ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
 	virtio-balloon-pci) qemu+=(-device "virtio-balloon-pci,bus=rp$i"); out+=(1af4:1045) ;;
+	virtio-keyboard-pci) qemu+=(-device "virtio-keyboard-pci,bus=rp$i"); out+=(1af4:1052) ;;
 	virtio-serial-pci) qemu+=(-device "virtio-serial-pci,bus=rp$i"); out+=(1af4:1043) ;;
 	virtio-serial-pci-x2)	# two functions of one device
 		qemu+=(-device "virtio-serial-pci,bus=rp$i,addr=0.0,multifunction=on"
 		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-rng-pci virtio-balloon-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-rng-pci virtio-balloon-pci virtio-keyboard-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done

@@ -101,12 +101,17 @@ impl liveupdate::Flb for Devices {
 pub(crate) struct DeviceList {
     #[pin]
     flb: FlbDef<Devices>,
+    /// Without a usable incoming list: the hold-offs that retrieve started, until the file's
+    /// bind or finish, as a listed device's would be.
+    #[pin]
+    unlisted: Mutex<KVec<Entry>>,
 }
 
 impl DeviceList {
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             flb <- FlbDef::new(),
+            unlisted <- new_mutex!(KVec::new()),
         })
     }
 
@@ -209,14 +214,18 @@ impl DeviceList {
 
     /// Retrieve of the file of `pdev` at `loc`: its opens must be held off for the file to be
     /// made ([`vfio::PciDevice::open_file`]); they are, unless the list of preserved devices was
-    /// not usable. Then they are from now on, until the file is finished; or, without any list,
-    /// only while the caller keeps the returned hold.
-    pub(crate) fn hold_for_retrieve(
-        &self,
-        pdev: &pci::Device,
-        loc: &Location,
-    ) -> Result<Option<vfio::Hold>> {
+    /// not usable. Then they are from now on, until the file is bound or finished.
+    pub(crate) fn hold_for_retrieve(&self, pdev: &pci::Device, loc: &Location) -> Result {
         let hold = || vfio::Hold::new(pdev.into());
+        let entry = |hold| Entry {
+            listed: ListEntry {
+                location: *loc,
+                reset: ResetRecord::Unknown,
+                identity: None,
+                mode: DeviceMode::Reset,
+            },
+            hold: Some(hold),
+        };
         let Some(res) = self.with_incoming(|entries| -> Result {
             if let Some(e) = entries.iter_mut().find(|e| e.listed.location == *loc) {
                 // Listed, but not held off when the list was read (no PCI function was at its
@@ -226,29 +235,23 @@ impl DeviceList {
                 }
                 return Ok(());
             }
-            let listed = ListEntry {
-                location: *loc,
-                reset: ResetRecord::Unknown,
-                identity: None,
-                mode: DeviceMode::Reset,
-            };
-            entries.push(
-                Entry {
-                    listed,
-                    hold: Some(hold()?),
-                },
-                GFP_KERNEL,
-            )?;
+            entries.push(entry(hold()?), GFP_KERNEL)?;
             Ok(())
         }) else {
-            return hold().map(Some);
+            // No usable list: a hold of its own, dropped at finish (or at unload).
+            let mut unlisted = self.unlisted.lock();
+            if !unlisted.iter().any(|e| e.listed.location == *loc) {
+                unlisted.push(entry(hold()?), GFP_KERNEL)?;
+            }
+            return Ok(());
         };
-        res.map(|()| None)
+        res
     }
 
     /// The file of the device at `loc` was finished: it leaves the list, and its hold-off ends.
     pub(crate) fn finished(&self, loc: &Location) {
         self.with_incoming(|entries| entries.retain(|e| e.listed.location != *loc));
+        self.unlisted.lock().retain(|e| e.listed.location != *loc);
     }
 
     /// The devices of the incoming list (none without a list): reads the list, so that from now

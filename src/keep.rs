@@ -6,8 +6,10 @@
 //! (the first [`CFG_SIZE`] bytes, bus mastering already off) in the preserved blob
 //! ([`capture`]). At retrieve, the new kernel compares the device with that record
 //! ([`check_at_retrieve`]): a device that is not in D0 or does not answer lost its state, and is
-//! reset like a device of the reset mode; the decoding bits of the command register are written
-//! back if they differ; any other difference is logged, and the device handed out all the same.
+//! reset like a device of the reset mode, and so is one whose decoding went off or whose BARs
+//! changed since the freeze (what a reset that the PCI core did not restore leaves); the decoding
+//! bits of the command register are written back if they differ; any other difference is logged,
+//! and the device handed out all the same.
 
 use crate::lu_abi::CFG_SIZE;
 use kernel::{bindings, fmt, pci, prelude::*};
@@ -21,6 +23,11 @@ pub(crate) enum Lost {
     PowerState(pci::PowerState),
     /// The configuration space cannot be read, or reads as all ones.
     NoAnswer,
+    /// Memory or I/O decoding was on at freeze and is off now, as after a reset.
+    DecodingOff,
+    /// A base address register differs from the one recorded: the device was reset, and the
+    /// new kernel assigned its BARs again.
+    Bar(usize),
 }
 
 impl fmt::Display for Lost {
@@ -29,6 +36,11 @@ impl fmt::Display for Lost {
             Self::NotRecorded => write!(f, "the previous kernel recorded no configuration space"),
             Self::PowerState(s) => write!(f, "the device is in {s:?}, not D0"),
             Self::NoAnswer => write!(f, "the configuration space cannot be read"),
+            Self::DecodingOff => write!(
+                f,
+                "memory and I/O decoding were on at freeze and are off now, as after a reset"
+            ),
+            Self::Bar(off) => write!(f, "the base address register at {off:#04x} changed"),
         }
     }
 }
@@ -44,6 +56,8 @@ pub(crate) fn capture(pdev: &pci::Device) -> Result<[u8; CFG_SIZE]> {
 
 // CAST: Offsets and bits of the standard header, all within `u16`.
 const COMMAND: usize = bindings::PCI_COMMAND as usize;
+const BARS: core::ops::Range<usize> =
+    bindings::PCI_BASE_ADDRESS_0 as usize..bindings::PCI_BASE_ADDRESS_5 as usize + 4;
 const STATUS: usize = bindings::PCI_STATUS as usize;
 const INTERRUPT_LINE: usize = bindings::PCI_INTERRUPT_LINE as usize;
 const DECODE: u16 = (bindings::PCI_COMMAND_IO | bindings::PCI_COMMAND_MEMORY) as u16;
@@ -68,10 +82,25 @@ fn differences(saved: &[u8], now: &[u8]) -> (Option<usize>, usize) {
     (first, n)
 }
 
+/// Why `now`, read from the device at retrieve, shows a reset since `saved` was recorded: a
+/// reset turns decoding off and clears the BARs, which the new kernel's enumeration then assigns
+/// again. (A reset that restored the configuration space, as the PCI core's resets do, does not
+/// show here: only the device's own registers would tell.)
+fn reset_since(saved: &[u8], now: &[u8]) -> Option<Lost> {
+    let cmd = |cfg: &[u8]| u16::from_le_bytes([cfg[COMMAND], cfg[COMMAND + 1]]);
+    if cmd(saved) & DECODE != 0 && cmd(now) & DECODE == 0 {
+        return Some(Lost::DecodingOff);
+    }
+    BARS.step_by(4)
+        .find(|&off| saved[off..off + 4] != now[off..off + 4])
+        .map(Lost::Bar)
+}
+
 /// At retrieve, before the file is handed out: compares the kept device `pdev` with `saved`,
 /// its configuration space as the previous kernel's freeze recorded it. Gives why its state is
-/// taken as lost, if it is; otherwise writes the decoding bits of the command register back if
-/// they differ (bus mastering stays off), and logs any other difference.
+/// taken as lost, if it is (see [`reset_since`]); otherwise writes the decoding bits of the
+/// command register back if they differ (bus mastering stays off), and logs any other
+/// difference.
 pub(crate) fn check_at_retrieve(pdev: &pci::Device, saved: Option<&[u8]>) -> Result<(), Lost> {
     let saved = saved
         .filter(|s| s.len() == CFG_SIZE)
@@ -83,6 +112,9 @@ pub(crate) fn check_at_retrieve(pdev: &pci::Device, saved: Option<&[u8]>) -> Res
     let now = capture(pdev).map_err(|_| Lost::NoAnswer)?;
     if now[..4] == [0xff; 4] {
         return Err(Lost::NoAnswer);
+    }
+    if let Some(lost) = reset_since(saved, &now) {
+        return Err(lost);
     }
     let dev = pdev.as_ref();
     let cmd = |cfg: &[u8]| u16::from_le_bytes([cfg[COMMAND], cfg[COMMAND + 1]]);
@@ -133,6 +165,26 @@ mod tests {
         now[STATUS + 1] = 0x80;
         now[INTERRUPT_LINE] = 11;
         assert_eq!(differences(&saved, &now), (None, 0));
+    }
+
+    #[test]
+    fn decoding_turned_off_or_a_bar_changed_means_a_reset() {
+        let mut saved = [0u8; CFG_SIZE];
+        saved[COMMAND] = 0x06; // memory decoding, bus master
+        saved[0x10] = 0x0c;
+        saved[0x11] = 0xe0;
+        let mut now = saved;
+        now[COMMAND] = 0x02; // bus master cleared by the freeze: still kept
+        assert_eq!(reset_since(&saved, &now), None);
+        now[COMMAND] = 0;
+        assert_eq!(reset_since(&saved, &now), Some(Lost::DecodingOff));
+        now[COMMAND] = 0x02;
+        now[0x21] = 0x10;
+        assert_eq!(reset_since(&saved, &now), Some(Lost::Bar(0x20)));
+        // Decoding off at freeze: nothing to tell from it.
+        saved[COMMAND] = 0;
+        now = saved;
+        assert_eq!(reset_since(&saved, &now), None);
     }
 
     #[test]

@@ -37,7 +37,6 @@ fn ret_of(res: &Result) -> c_int {
     res.as_ref().err().map_or(0, |e| e.to_errno())
 }
 
-/// The freeze of the device at `loc` ended with `res` after `us` microseconds.
 /// What a freeze did about the device's reset.
 #[derive(Clone, Copy)]
 pub(crate) enum FreezeReset {
@@ -49,6 +48,8 @@ pub(crate) enum FreezeReset {
     None = 2,
 }
 
+/// The freeze of the device at `loc` ended with `res` after `us` microseconds; `reset` says what
+/// it did about the device's reset.
 pub(crate) fn freeze(loc: &Location, reset: FreezeReset, us: u64, res: &Result) {
     // SAFETY: Always safe to call.
     unsafe { vfio_pci_lu_freeze(loc.domain, loc.bus, loc.devfn, reset as u8, us, ret_of(res)) }

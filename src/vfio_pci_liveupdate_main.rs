@@ -258,7 +258,7 @@ impl Handler {
         }
         let devices = &self.shared.devices;
         // Held off until the file is bound: nobody can open, and so reset, the device meanwhile.
-        let _hold = devices
+        devices
             .hold_for_retrieve(core.pci(), &location)
             .inspect_err(|e| {
                 dev_err!(
@@ -289,7 +289,6 @@ impl Handler {
                 false
             }
         };
-        core.lu_retrieved(decoded.mode.to_uapi(), kept);
         let file = core.open_file().inspect_err(|e| {
             dev_err!(
                 dev,
@@ -297,6 +296,8 @@ impl Handler {
                 e
             )
         })?;
+        // Only now: with a file made, nobody else has the device open (EBUSY otherwise).
+        core.lu_retrieved(decoded.mode.to_uapi(), kept);
         dev_dbg!(
             dev,
             "live update: retrieved, {}, mode {}{}\n",
@@ -473,12 +474,16 @@ impl liveupdate::FileHandler for Handler {
         let location = Location::of(pdev);
         let identity = Identity::of(pdev);
         // From here on the user cannot change the mode (VFIO_DEVICE_FEATURE_LIVEUPDATE: EBUSY).
-        let mode = DeviceMode::from_uapi(core.lu_preserve().inspect_err(|e| {
-            dev_err!(
+        let mode = DeviceMode::from_uapi(core.lu_preserve().inspect_err(|e| match *e {
+            e if e == EOPNOTSUPP => dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: the keep mode was chosen, but the device's state can no longer be kept (it shares a reset with another device now, or has VFs)\n"
+            ),
+            e => dev_err!(
                 pdev.as_ref(),
                 "live update: cannot preserve: vfio-pci has the device preserved already: {:?}\n",
                 e
-            )
+            ),
         })?);
         let preserved = ScopeGuard::new(|| core.lu_unpreserve());
         self.shared

@@ -116,8 +116,9 @@ impl Device {
     /// in any context where the PCI core may access its configuration space.
     ///
     /// Fails with [`EINVAL`] for an offset that is not dword aligned or beyond the function's
-    /// configuration space, and with [`EIO`] if the read fails (the device is gone, or the
-    /// PCI core blocks configuration access during its reset).
+    /// configuration space, and with [`EIO`] if the access fails (the device is gone, for
+    /// example). Unlike userspace's accesses, it is not held off while the PCI core resets the
+    /// function.
     pub fn read_config_dword(&self, offset: u16) -> Result<u32> {
         self.check_config_offset(offset)?;
         let mut val: u32 = 0;

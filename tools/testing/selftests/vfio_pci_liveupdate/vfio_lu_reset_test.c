@@ -157,8 +157,13 @@ static void stage1(int luo)
 		fd = vfio_lu_bound_cdev(devs[i].bdf, iommufd);
 		/* A reset of the other function would reset it: its state cannot be kept. */
 		ret = fd < 0 ? fd : vfio_lu_set_mode(fd, VFIO_DEVICE_LIVEUPDATE_KEEP);
-		if (ret == -EOPNOTSUPP)
+		if (!ret) {
+			/* Taken, wrongly: back to the reset mode the rest of the test wants */
+			vfio_lu_set_mode(fd, VFIO_DEVICE_LIVEUPDATE_RESET);
+			ret = -EEXIST;
+		} else if (ret == -EOPNOTSUPP) {
 			ret = vfio_lu_feature(fd, false, &lu);
+		}
 		ksft_test_result(!ret && lu.supported == 1 << VFIO_DEVICE_LIVEUPDATE_RESET,
 				 "stage1_keep_refused_for_a_shared_device_set %s (%s, supported %#x)\n",
 				 devs[i].bdf, strerror(-ret), lu.supported);
