@@ -308,7 +308,8 @@ impl Handler {
         Ok(file)
     }
 
-    /// Check, quiesce, reset; any failure undoes what was done, and the kexec is cancelled.
+    /// Check, quiesce, then reset (or, in keep mode, record the configuration space); any
+    /// failure undoes what was done, and the kexec is cancelled.
     fn freeze_device(
         &self,
         file: &File,
@@ -317,11 +318,9 @@ impl Handler {
         began: Instant<Monotonic>,
     ) -> Result {
         let shared = &*self.shared;
-        let mode = shared.resets.mode();
         let core = vfio_pci_of(file).ok_or(EINVAL)?;
         let pdev = core.pci();
         let dev = pdev.as_ref();
-        let loc = state.location;
 
         // Check and quiesce, both by vfio-pci under its own locks: refused with interrupts on or
         // out of D0; then the old file gets EIO, its BAR mmaps are gone and bus mastering is off.
@@ -332,26 +331,46 @@ impl Handler {
         // from here on gives this device back to its user as it was.
         let undo = ScopeGuard::new(|| core.unfreeze(master));
 
-        // Keep mode: no reset; the configuration space, bus mastering off, goes to the next kernel.
-        if state.mode == DeviceMode::Keep {
-            let cfg = keep::capture(pdev).inspect_err(|e| {
-                dev_err!(
-                    dev,
-                    "live update: cannot freeze: the configuration space of the kept device cannot be read: {:?}\n",
-                    e
-                )
-            })?;
-            abi::encode_config(data, &cfg);
-            undo.dismiss();
-            state.master = master;
-            shared.resets.frozen(began);
-            dev_dbg!(
-                dev,
-                "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, state kept)\n",
-                began.elapsed().as_micros_ceil()
-            );
-            return Ok(());
-        }
+        let done = match state.mode {
+            // No reset: the configuration space, bus mastering off, goes to the next kernel.
+            DeviceMode::Keep => {
+                let cfg = keep::capture(pdev).inspect_err(|e| {
+                    dev_err!(
+                        dev,
+                        "live update: cannot freeze: the configuration space of the kept device cannot be read: {:?}\n",
+                        e
+                    )
+                })?;
+                abi::encode_config(data, &cfg);
+                "state kept"
+            }
+            DeviceMode::Reset => self.reset_at_freeze(file, core, state)?,
+        };
+        undo.dismiss();
+        state.master = master;
+        shared.resets.frozen(began);
+        dev_dbg!(
+            dev,
+            "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, {})\n",
+            began.elapsed().as_micros_ceil(),
+            done
+        );
+        Ok(())
+    }
+
+    /// The reset of a frozen device (reset mode): done here (serial mode) or queued (parallel
+    /// mode), once the locks it needs are seen free. Says which, for the log.
+    fn reset_at_freeze(
+        &self,
+        file: &File,
+        core: &vfio::PciDevice,
+        state: &mut Preserved,
+    ) -> Result<&'static str> {
+        let shared = &*self.shared;
+        let mode = shared.resets.mode();
+        let pdev = core.pci();
+        let dev = pdev.as_ref();
+        let loc = state.location;
 
         // The reset needs the locks of the function and of its bridge (after vfio-pci's, which
         // the freeze just took): refuse now if someone holds them, rather than let the kexec go
@@ -390,6 +409,7 @@ impl Handler {
                     }
                 })?;
                 shared.devices.reset_outcome(&loc, ResetRecord::Done);
+                Ok("reset done")
             }
             Mode::Parallel => {
                 let queued = shared
@@ -406,21 +426,9 @@ impl Handler {
                 // the device as not reset.
                 shared.devices.reset_outcome(&loc, ResetRecord::Queued);
                 state.reset = Some(queued);
+                Ok("reset started")
             }
         }
-        undo.dismiss();
-        state.master = master;
-        shared.resets.frozen(began);
-        dev_dbg!(
-            dev,
-            "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, reset {})\n",
-            began.elapsed().as_micros_ceil(),
-            match mode {
-                Mode::Serial => "done",
-                Mode::Parallel => "started",
-            }
-        );
-        Ok(())
     }
 }
 

@@ -98,11 +98,8 @@ fn argsz<T>() -> u32 {
 
 /// Runs one VFIO ioctl on `file` and turns its status into a `Result`.
 fn vfio_ioctl<T>(file: &File, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: each `T` used here is the `#[repr(C)]` argument structure of the
-    // request (from `vfio-bindings`, or declared above for
-    // `VFIO_DEVICE_FEATURE_LIVEUPDATE`) with `argsz` set to its size, so the
-    // kernel reads and writes only within `arg`, which is valid for the whole
-    // call.
+    // SAFETY: each `T` is the request's `#[repr(C)]` argument, `argsz` its size: the kernel
+    // stays within `arg`, valid for the call.
     let ret = unsafe { ioctl_with_mut_ref(file, req, arg) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
