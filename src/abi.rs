@@ -7,7 +7,7 @@
 use crate::lu_abi::{
     CoreSer, DevSer, DevsSer, DevsV1Ser, Ext, IdentitySer, KeepSer, Ser, CFG_SIZE, DEVS_MAGIC,
     DEVS_MAX, DEVS_V1_MAX, DEVS_V1_VERSION, DEVS_VERSION, EXT_KEEP_VERSION, EXT_MAGIC,
-    EXT_MAX_LENGTH, EXT_VERSION, MODE_KEEP, MODE_RESET, RESET_DONE, RESET_FAILED, RESET_NONE,
+    EXT_MAX_LENGTH, EXT_VERSION, MODE_KEEP, MODE_RESET, MODE_RUN, RESET_DONE, RESET_FAILED, RESET_NONE,
     RESET_QUEUED,
 };
 use kernel::{
@@ -148,33 +148,37 @@ pub(crate) enum DeviceMode {
     Reset,
     /// Not reset: the device keeps its state through the kexec, bus mastering off.
     Keep,
+    /// Not reset, not stopped: the device keeps its state, and its DMA goes on through the
+    /// kexec, bus mastering on (VFIO no-IOMMU mode only).
+    Run,
 }
 
 impl DeviceMode {
     /// The mode from `VFIO_DEVICE_FEATURE_LIVEUPDATE`'s value, which vfio-pci checked.
     pub(crate) fn from_uapi(mode: u8) -> Self {
-        if u32::from(mode) == bindings::VFIO_DEVICE_LIVEUPDATE_KEEP {
-            Self::Keep
-        } else {
-            Self::Reset
+        match u32::from(mode) {
+            bindings::VFIO_DEVICE_LIVEUPDATE_KEEP => Self::Keep,
+            bindings::VFIO_DEVICE_LIVEUPDATE_RUN => Self::Run,
+            _ => Self::Reset,
         }
     }
 
     /// The value of `VFIO_DEVICE_FEATURE_LIVEUPDATE` for the mode.
     pub(crate) fn to_uapi(self) -> u8 {
-        // CAST: The uAPI's modes are 0 and 1.
+        // CAST: The uAPI's modes are 0, 1 and 2.
         (match self {
             Self::Reset => bindings::VFIO_DEVICE_LIVEUPDATE_RESET,
             Self::Keep => bindings::VFIO_DEVICE_LIVEUPDATE_KEEP,
+            Self::Run => bindings::VFIO_DEVICE_LIVEUPDATE_RUN,
         }) as u8
     }
 
     /// The mode of a list entry (an unknown value, from a newer writer, as reset).
     fn from_raw(raw: u8) -> Self {
-        if raw == MODE_KEEP {
-            Self::Keep
-        } else {
-            Self::Reset
+        match raw {
+            MODE_KEEP => Self::Keep,
+            MODE_RUN => Self::Run,
+            _ => Self::Reset,
         }
     }
 
@@ -182,7 +186,13 @@ impl DeviceMode {
         match self {
             Self::Reset => MODE_RESET,
             Self::Keep => MODE_KEEP,
+            Self::Run => MODE_RUN,
         }
+    }
+
+    /// Whether the device keeps its state through the kexec (not reset at freeze).
+    pub(crate) fn keeps_state(self) -> bool {
+        matches!(self, Self::Keep | Self::Run)
     }
 
     /// How the mode reads in a log line.
@@ -190,6 +200,7 @@ impl DeviceMode {
         match self {
             Self::Reset => "reset",
             Self::Keep => "keep",
+            Self::Run => "run",
         }
     }
 }
@@ -212,8 +223,8 @@ pub(crate) enum DecodeError {
     Version(u16),
     /// A length shorter than the extension this kernel knows, or beyond the limit.
     Length(u16),
-    /// A version 2 extension whose mode is not [`MODE_KEEP`], or whose configuration size is
-    /// beyond what it holds.
+    /// A version 2 extension whose mode is neither [`MODE_KEEP`] nor [`MODE_RUN`], or whose
+    /// configuration size is beyond what it holds.
     Keep(u8, u16),
 }
 
@@ -243,7 +254,7 @@ impl fmt::Display for DecodeError {
             ),
             Self::Keep(m, s) => write!(
                 f,
-                "bad kept-device data: mode {m} (expected {MODE_KEEP}), configuration size {s} (at most {CFG_SIZE})"
+                "bad kept-device data: mode {m} (expected {MODE_KEEP} or {MODE_RUN}), configuration size {s} (at most {CFG_SIZE})"
             ),
         }
     }
@@ -251,7 +262,7 @@ impl fmt::Display for DecodeError {
 
 /// Writes `loc`, `id` and `mode` into a zeroed blob: a version 1 extension in [`DeviceMode::Reset`],
 /// a version 2 one, with room for the configuration space ([`encode_config`]), in
-/// [`DeviceMode::Keep`].
+/// [`DeviceMode::Keep`] and [`DeviceMode::Run`].
 pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity, mode: DeviceMode) {
     ser.core.domain = loc.domain;
     ser.core.bdf = loc.bdf();
@@ -263,11 +274,11 @@ pub(crate) fn encode(ser: &mut Ser, loc: &Location, id: &Identity, mode: DeviceM
             // CAST: The extension is 24 bytes.
             ser.ext.length = size_of::<Ext>() as u16;
         }
-        DeviceMode::Keep => {
+        DeviceMode::Keep | DeviceMode::Run => {
             ser.ext.version = EXT_KEEP_VERSION;
             // CAST: 24 + 260 bytes.
             ser.ext.length = (size_of::<Ext>() + size_of::<KeepSer>()) as u16;
-            ser.keep.mode = MODE_KEEP;
+            ser.keep.mode = mode.to_raw();
         }
     }
 }
@@ -315,9 +326,13 @@ pub(crate) fn decode(ser: &Ser) -> Result<Decoded, DecodeError> {
         return Err(DecodeError::Length(length));
     }
     let (keep_mode, cfg_size) = (ser.keep.mode, ser.keep.cfg_size);
-    if mode == DeviceMode::Keep && (keep_mode != MODE_KEEP || usize::from(cfg_size) > CFG_SIZE) {
-        return Err(DecodeError::Keep(keep_mode, cfg_size));
-    }
+    let mode = match (mode, keep_mode) {
+        (DeviceMode::Reset, _) => mode,
+        (_, MODE_KEEP | MODE_RUN) if usize::from(cfg_size) <= CFG_SIZE => {
+            DeviceMode::from_raw(keep_mode)
+        }
+        _ => return Err(DecodeError::Keep(keep_mode, cfg_size)),
+    };
     Ok(Decoded {
         location,
         identity: Some(Identity::from_raw(&ser.ext.id)),
@@ -669,6 +684,31 @@ mod tests {
         assert_eq!(decode(&ser).map(|d| d.mode), Ok(DeviceMode::Keep));
         assert_eq!(decode(&ser).map(|d| d.identity), Ok(Some(ID)));
         assert_eq!(kept_config(&ser), Some(&cfg[..]));
+    }
+
+    #[test]
+    fn running_device_round_trips_as_version_2_with_its_mode() {
+        let mut ser = Ser::default();
+        encode(&mut ser, &LOC, &ID, DeviceMode::Run);
+        assert_eq!(ser.ext.version, EXT_KEEP_VERSION);
+        assert_eq!(ser.keep.mode, MODE_RUN);
+        let cfg = [0x5au8; CFG_SIZE];
+        encode_config(&mut ser, &cfg);
+        assert_eq!(decode(&ser).map(|d| d.mode), Ok(DeviceMode::Run));
+        assert_eq!(kept_config(&ser), Some(&cfg[..]));
+        // A mode beyond the ones this kernel knows is refused, not taken for another.
+        ser.keep.mode = MODE_RUN + 1;
+        assert_eq!(decode(&ser), Err(DecodeError::Keep(MODE_RUN + 1, 256)));
+    }
+
+    #[test]
+    fn modes_map_to_the_uapi_and_the_list() {
+        for mode in [DeviceMode::Reset, DeviceMode::Keep, DeviceMode::Run] {
+            assert_eq!(DeviceMode::from_uapi(mode.to_uapi()), mode);
+            assert_eq!(DeviceMode::from_raw(mode.to_raw()), mode);
+        }
+        assert!(!DeviceMode::Reset.keeps_state());
+        assert!(DeviceMode::Keep.keeps_state() && DeviceMode::Run.keeps_state());
     }
 
     #[test]

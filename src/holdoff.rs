@@ -10,7 +10,7 @@
 //! yet ([`bind_preserved`]): no other driver can take a kept state over.
 
 use crate::{
-    abi::{DeviceMode, Identity, ListEntry, Location},
+    abi::{Identity, ListEntry, Location},
     binding, vfio,
 };
 use kernel::prelude::*;
@@ -36,7 +36,7 @@ pub(crate) fn hold(loc: &Location) -> Option<vfio::Hold> {
 /// `bind_preserved`) of all of them: sets their `driver_override` and binds those that have no
 /// driver yet.
 pub(crate) fn bind_preserved(list: &[ListEntry], all: bool) {
-    for listed in list.iter().filter(|l| all || l.mode == DeviceMode::Keep) {
+    for listed in list.iter().filter(|l| all || l.mode.keeps_state()) {
         let loc = listed.location;
         let Some(pdev) = loc.find_pci("bind_preserved") else {
             continue;

@@ -3,7 +3,7 @@
 //! Keep mode: the configuration space of a device whose state a live update keeps.
 //!
 //! The freeze of a kept device does not reset it; it records the device's configuration space
-//! (the first [`CFG_SIZE`] bytes, bus mastering already off) in the preserved blob
+//! (the first [`CFG_SIZE`] bytes, bus mastering already off, or on in run mode) in the preserved blob
 //! ([`capture`]). At retrieve, the new kernel compares the device with that record
 //! ([`check_at_retrieve`]): a device that is not in D0 or does not answer lost its state, and is
 //! reset like a device of the reset mode, and so is one whose decoding went off or whose BARs
@@ -61,6 +61,7 @@ const BARS: core::ops::Range<usize> =
 const STATUS: usize = bindings::PCI_STATUS as usize;
 const INTERRUPT_LINE: usize = bindings::PCI_INTERRUPT_LINE as usize;
 const DECODE: u16 = (bindings::PCI_COMMAND_IO | bindings::PCI_COMMAND_MEMORY) as u16;
+const MASTER: u16 = bindings::PCI_COMMAND_MASTER as u16;
 
 /// Whether the byte at `off` of the configuration space is one that the comparison skips: the
 /// status register (bits the device sets by itself, cleared by writing them) and the interrupt
@@ -99,9 +100,14 @@ fn reset_since(saved: &[u8], now: &[u8]) -> Option<Lost> {
 /// At retrieve, before the file is handed out: compares the kept device `pdev` with `saved`,
 /// its configuration space as the previous kernel's freeze recorded it. Gives why its state is
 /// taken as lost, if it is (see [`reset_since`]); otherwise writes the decoding bits of the
-/// command register back if they differ (bus mastering stays off), and logs any other
-/// difference.
-pub(crate) fn check_at_retrieve(pdev: &pci::Device, saved: Option<&[u8]>) -> Result<(), Lost> {
+/// command register back if they differ (bus mastering stays off, or, with `running`, for a
+/// device of the run mode, as it is), logs any other difference, and gives whether bus mastering
+/// is on.
+pub(crate) fn check_at_retrieve(
+    pdev: &pci::Device,
+    saved: Option<&[u8]>,
+    running: bool,
+) -> Result<bool, Lost> {
     let saved = saved
         .filter(|s| s.len() == CFG_SIZE)
         .ok_or(Lost::NotRecorded)?;
@@ -119,8 +125,10 @@ pub(crate) fn check_at_retrieve(pdev: &pci::Device, saved: Option<&[u8]>) -> Res
     let dev = pdev.as_ref();
     let cmd = |cfg: &[u8]| u16::from_le_bytes([cfg[COMMAND], cfg[COMMAND + 1]]);
     let (want, have) = (cmd(saved), cmd(&now));
+    let master = have & MASTER != 0;
     if (want ^ have) & DECODE != 0 {
-        let fixed = have & !DECODE & !(bindings::PCI_COMMAND_MASTER as u16) | want & DECODE;
+        let keep = if running { MASTER } else { 0 };
+        let fixed = have & !DECODE & !(MASTER & !keep) | want & DECODE;
         // The status half of the dword is written as 0, which clears no status bit.
         match pdev.write_config_dword(COMMAND as u16, u32::from(fixed)) {
             Ok(()) => dev_info!(
@@ -150,7 +158,7 @@ pub(crate) fn check_at_retrieve(pdev: &pci::Device, saved: Option<&[u8]>) -> Res
             saved[first]
         );
     }
-    Ok(())
+    Ok(master)
 }
 
 #[kunit_tests(vfio_pci_liveupdate_keep)]

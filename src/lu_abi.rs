@@ -129,6 +129,7 @@ pub(crate) const EXT_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_VERSION as u16;
 pub(crate) const EXT_KEEP_VERSION: u16 = bindings::VFIO_PCI_LU_EXT_KEEP_VERSION as u16;
 pub(crate) const MODE_RESET: u8 = bindings::VFIO_PCI_LU_MODE_RESET as u8;
 pub(crate) const MODE_KEEP: u8 = bindings::VFIO_PCI_LU_MODE_KEEP as u8;
+pub(crate) const MODE_RUN: u8 = bindings::VFIO_PCI_LU_MODE_RUN as u8;
 pub(crate) const CFG_SIZE: usize = bindings::VFIO_PCI_LU_CFG_SIZE as usize;
 /// The largest extension `length` a reader accepts.
 // CAST: A small constant.

@@ -130,7 +130,7 @@ impl PciDevice {
         // lock.
         let mode = unsafe { bindings::vfio_pci_lu_preserve(self.as_raw()) };
         to_result(mode)?;
-        // CAST: vfio-pci's modes are 0 and 1.
+        // CAST: vfio-pci's modes are 0, 1 and 2.
         Ok(mode as u8)
     }
 
@@ -141,10 +141,11 @@ impl PciDevice {
     }
 
     /// Tells vfio-pci what `VFIO_DEVICE_FEATURE_LIVEUPDATE` reports on the retrieved file of the
-    /// device: the mode it was preserved with, and whether its state was kept.
-    pub(crate) fn lu_retrieved(&self, mode: u8, kept: bool) {
+    /// device: the mode it was preserved with, whether its state was kept, and whether its DMA
+    /// went on (the first open then leaves bus mastering on).
+    pub(crate) fn lu_retrieved(&self, mode: u8, kept: bool, running: bool) {
         // SAFETY: By the type invariants, the device is registered.
-        unsafe { bindings::vfio_pci_lu_retrieved(self.as_raw(), mode, kept) };
+        unsafe { bindings::vfio_pci_lu_retrieved(self.as_raw(), mode, kept, running) };
     }
 
     /// Opens the one file through which a device that [`Hold`] holds off may be opened: a file

@@ -267,9 +267,22 @@ impl Handler {
                     e
                 )
             })?;
-        let kept = match decoded.mode {
-            DeviceMode::Keep => match keep::check_at_retrieve(core.pci(), abi::kept_config(data)) {
-                Ok(()) => true,
+        let run = decoded.mode == DeviceMode::Run;
+        let (kept, running) = match decoded.mode {
+            DeviceMode::Keep | DeviceMode::Run => match keep::check_at_retrieve(
+                core.pci(),
+                abi::kept_config(data),
+                run,
+            ) {
+                Ok(master) => {
+                    if run && !master {
+                        dev_warn!(
+                            dev,
+                            "live update: retrieve: the device's DMA did not go on through the kexec: Bus Master is off; its state is kept\n"
+                        );
+                    }
+                    (true, run && master)
+                }
                 Err(lost) => {
                     dev_warn!(
                         dev,
@@ -278,7 +291,7 @@ impl Handler {
                     );
                     self.shared
                         .reset_at_retrieve(&core, &location, ResetRecord::NotReset)?;
-                    false
+                    (false, false)
                 }
             },
             DeviceMode::Reset => {
@@ -286,7 +299,7 @@ impl Handler {
                 if record != ResetRecord::Done {
                     self.shared.reset_at_retrieve(&core, &location, record)?;
                 }
-                false
+                (false, false)
             }
         };
         let file = core.open_file().inspect_err(|e| {
@@ -297,13 +310,14 @@ impl Handler {
             )
         })?;
         // Only now: with a file made, nobody else has the device open (EBUSY otherwise).
-        core.lu_retrieved(decoded.mode.to_uapi(), kept);
+        core.lu_retrieved(decoded.mode.to_uapi(), kept, running);
         dev_dbg!(
             dev,
-            "live update: retrieved, {}, mode {}{}\n",
+            "live update: retrieved, {}, mode {}{}{}\n",
             have,
             decoded.mode.name(),
-            if kept { ", state kept" } else { "" }
+            if kept { ", state kept" } else { "" },
+            if running { ", DMA running" } else { "" }
         );
         Ok(file)
     }
@@ -332,8 +346,9 @@ impl Handler {
         let undo = ScopeGuard::new(|| core.unfreeze(master));
 
         let done = match state.mode {
-            // No reset: the configuration space, bus mastering off, goes to the next kernel.
-            DeviceMode::Keep => {
+            // No reset: the configuration space goes to the next kernel, bus mastering off (keep
+            // mode) or on (run mode: the DMA goes on).
+            DeviceMode::Keep | DeviceMode::Run => {
                 let cfg = keep::capture(pdev).inspect_err(|e| {
                     dev_err!(
                         dev,
@@ -485,7 +500,13 @@ impl liveupdate::FileHandler for Handler {
         let mode = DeviceMode::from_uapi(core.lu_preserve().inspect_err(|e| match *e {
             e if e == EOPNOTSUPP => dev_err!(
                 pdev.as_ref(),
-                "live update: cannot preserve: the keep mode was chosen, but the device's state can no longer be kept (it shares a reset with another device now, or has VFs)\n"
+                "live update: cannot preserve: the keep or run mode was chosen, but the device's state can no longer be kept (it shares a reset with another device now, or has VFs)\n"
+            ),
+            // LUO's get_id keeps a second file of a device out before this, so in practice it is
+            // the run mode's check of the interrupts.
+            e if e == EBUSY => dev_err!(
+                pdev.as_ref(),
+                "live update: cannot preserve: the run mode was chosen and interrupts are enabled, which cannot go on through the kexec (turn them off with VFIO_DEVICE_SET_IRQS); or vfio-pci has the device preserved already\n"
             ),
             e => dev_err!(
                 pdev.as_ref(),
@@ -531,7 +552,7 @@ impl liveupdate::FileHandler for Handler {
         trace::freeze(
             &state.location,
             match (state.mode, self.shared.resets.mode()) {
-                (DeviceMode::Keep, _) => trace::FreezeReset::None,
+                (DeviceMode::Keep | DeviceMode::Run, _) => trace::FreezeReset::None,
                 (DeviceMode::Reset, Mode::Serial) => trace::FreezeReset::Serial,
                 (DeviceMode::Reset, Mode::Parallel) => trace::FreezeReset::Parallel,
             },
@@ -570,6 +591,7 @@ impl liveupdate::FileHandler for Handler {
                 "live update: unfrozen, the kexec was cancelled: {}, bus mastering {} as before, user access back\n",
                 match state.mode {
                     DeviceMode::Keep => "not reset (keep mode)",
+                    DeviceMode::Run => "not reset (run mode)",
                     DeviceMode::Reset => "reset done and config restored",
                 },
                 master

@@ -134,6 +134,11 @@ struct vfio_pci_lu_ext {
  */
 #define VFIO_PCI_LU_MODE_KEEP		1
 /**
+ * define VFIO_PCI_LU_MODE_RUN - The device keeps its state, and its DMA goes
+ * on through the kexec (Bus Master on; VFIO no-IOMMU mode only)
+ */
+#define VFIO_PCI_LU_MODE_RUN		2
+/**
  * define VFIO_PCI_LU_CFG_SIZE - Bytes of configuration space that
  * &struct vfio_pci_lu_keep holds: the standard header and capabilities
  */
@@ -141,12 +146,13 @@ struct vfio_pci_lu_ext {
 
 /**
  * struct vfio_pci_lu_keep - What a version 2 extension adds for a kept device
- * @mode: %VFIO_PCI_LU_MODE_KEEP
+ * @mode: %VFIO_PCI_LU_MODE_KEEP or %VFIO_PCI_LU_MODE_RUN
  * @reserved: zero
  * @cfg_size: bytes of @cfg that were read from the device,
  *	      %VFIO_PCI_LU_CFG_SIZE
  * @cfg: the device's configuration space at freeze, after Bus Master was
- *	 cleared, which the new kernel compares with the device at retrieve
+ *	 cleared (%VFIO_PCI_LU_MODE_KEEP) or kept on (%VFIO_PCI_LU_MODE_RUN),
+ *	 which the new kernel compares with the device at retrieve
  */
 struct vfio_pci_lu_keep {
 	u8 mode;
@@ -271,7 +277,8 @@ static_assert(sizeof(struct vfio_pci_lu_ser) == 290);
  * @domain: PCI segment (domain) number of the device
  * @bdf: bus number << 8 | devfn, as PCI_DEVID() builds it
  * @reset: outcome of the reset at freeze, a %VFIO_PCI_LU_RESET_* value
- * @mode: %VFIO_PCI_LU_MODE_RESET or %VFIO_PCI_LU_MODE_KEEP (zero, reset,
+ * @mode: %VFIO_PCI_LU_MODE_RESET, %VFIO_PCI_LU_MODE_KEEP or
+ *	  %VFIO_PCI_LU_MODE_RUN (zero, reset,
  *	  from writers that did not know the modes)
  * @id: identity of the device when it was preserved
  */
