@@ -58,6 +58,7 @@ KEEP_DEVICES=default
 TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 [ "$KFLAVOUR" = debug ] && TIMEOUT=${VFIO_LU_TIMEOUT:-1500}
 NAME=
+NOIOMMU=
 IDLE_D3=
 APPEND=
 LISTS=
@@ -79,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--append) APPEND=$2; shift 2 ;;
 	--lists) LISTS=$2; shift 2 ;;
 	--kvm) ACCEL="-accel kvm -cpu host"; shift ;;
+	--noiommu) NOIOMMU=1; shift ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -221,8 +223,9 @@ cpio_list 1 > "$RUN/stage1.list"
 # kernel has no PCI hotplug driver anyway.
 qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
       -nodefaults -nographic -no-reboot
-      -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off
-      -device intel-iommu,intremap=on,caching-mode=on)
+      -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off)
+# --noiommu: no IOMMU at all, and VFIO in its no-IOMMU mode (both kernels).
+[ -n "$NOIOMMU" ] || qemu+=(-device intel-iommu,intremap=on,caching-mode=on)
 ids=()
 fault_ids=()
 reset_ids=()
@@ -255,7 +258,9 @@ for dev in $DEVICES; do add_device "$dev" ids; done
 for dev in $FAULT_DEVICES; do add_device "$dev" fault_ids; done
 for dev in $RESET_DEVICES; do add_device "$dev" reset_ids; done
 for dev in $KEEP_DEVICES; do add_device "$dev" keep_ids; done
-cmdline="console=ttyS0 intel_iommu=on liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
+iommu_arg="intel_iommu=on"
+[ -z "$NOIOMMU" ] || iommu_arg="vfio.enable_unsafe_noiommu_mode=1"
+cmdline="console=ttyS0 $iommu_arg liveupdate=on panic=-1 vfio_lu_stage=1 vfio_lu_devs=$(IFS=,; echo "${ids[*]}")"
 [ ${#fault_ids[@]} = 0 ] || cmdline+=" vfio_lu_fault_devs=$(IFS=,; echo "${fault_ids[*]}")"
 [ ${#reset_ids[@]} = 0 ] || cmdline+=" vfio_lu_reset_devs=$(IFS=,; echo "${reset_ids[*]}")"
 [ ${#keep_ids[@]} = 0 ] || cmdline+=" vfio_lu_keep_devs=$(IFS=,; echo "${keep_ids[*]}")"

@@ -8,8 +8,9 @@
  *
  *   vfio_lu_keep_test -s 1   (idle D3 allowed: the idle device is in D3hot)
  *                            bind each device; VFIO_DEVICE_FEATURE_LIVEUPDATE
- *                            offers KEEP, refuses an unknown mode (EINVAL),
- *                            takes KEEP; program the device as a driver
+ *                            offers KEEP, refuses an unknown mode (EINVAL)
+ *                            and RUN (EOPNOTSUPP: behind an IOMMU), takes
+ *                            KEEP; program the device as a driver
  *                            would (status, features, queue 0's size and
  *                            addresses, MSI-X vectors) and set bus
  *                            mastering; preserve it, after which the mode
@@ -203,7 +204,7 @@ static void stage1(int luo)
 
 	if (ndevs <= 0)
 		ksft_exit_fail_msg("no devices given (vfio_lu_keep_devs=)\n");
-	ksft_set_plan(1 + (6 + idle_d3()) * ndevs);
+	ksft_set_plan(1 + (7 + idle_d3()) * ndevs);
 	vfio_lu_state_create(luo, STATE_SESSION);
 	session = luo_create_session(luo, SESSION_NAME);
 	if (session < 0)
@@ -245,6 +246,10 @@ static void stage1(int luo)
 		ret = vfio_lu_set_mode(fd, 7);
 		ksft_test_result(ret == -EINVAL, "stage1_unknown_mode_refused %s (%s)\n", bdf,
 				 strerror(-ret));
+		/* Behind the IOMMU: DMA cannot go on through the kexec */
+		ret = vfio_lu_set_mode(fd, VFIO_DEVICE_LIVEUPDATE_RUN);
+		ksft_test_result(ret == -EOPNOTSUPP, "stage1_run_refused_behind_an_iommu %s (%s)\n",
+				 bdf, strerror(-ret));
 		ret = vfio_lu_set_mode(fd, VFIO_DEVICE_LIVEUPDATE_KEEP);
 		memset(&lu, 0, sizeof(lu));
 		if (!ret)

@@ -247,17 +247,25 @@ static inline void vfio_lu_driver(const char *bdf, char *drv, size_t len)
 static inline int vfio_lu_open_cdev(const char *bdf)
 {
 	char path[PATH_MAX];
-	const char *cdev;
-	int fd;
+	struct dirent *e;
+	int fd = -ENODEV;
+	DIR *dir;
 
 	snprintf(path, sizeof(path), PCI_DEVICES "/%s/vfio-dev", bdf);
-	if (access(path, F_OK))
+	dir = opendir(path);
+	if (!dir)
 		return -ENODEV;
-	cdev = vfio_pci_get_cdev_path(bdf);
-	fd = open(cdev, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		fd = -errno;
-	free((void *)cdev);
+	/* vfioN, or noiommu-vfioN in VFIO's no-IOMMU mode (which libvfio does not look for) */
+	while ((e = readdir(dir))) {
+		if (strncmp(e->d_name, "vfio", 4) && strncmp(e->d_name, "noiommu-vfio", 12))
+			continue;
+		snprintf(path, sizeof(path), "/dev/vfio/devices/%s", e->d_name);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+		break;
+	}
+	closedir(dir);
 	return fd;
 }
 
