@@ -2,14 +2,15 @@
 # The README's test command (after the kernel build): style checks, and, at the
 # same time, the two-stage QEMU test twice, once per reset mode of the module
 # (parallel, the default, and serial), the second also with bind_preserved=1,
-# a third, short run with a damaged list of preserved devices, and a fourth
-# with the sample VMM in keep mode (frames checked on the host). Ends with
-# "N passed, N failed" over all of them and exits non-zero if anything failed.
+# a third, short run with a damaged list of preserved devices, a fourth
+# with the sample VMM in keep mode (frames checked on the host), and a fifth
+# without an IOMMU, for the run mode. Ends with "N passed, N failed" over all
+# of them and exits non-zero if anything failed.
 set -uo pipefail
 LOG_TAG=test
 . "$(dirname "$0")/lib.sh"
 
-# Everything runs at the same time: the lint, and the three QEMU runs (each
+# Everything runs at the same time: the lint, and the QEMU runs (each
 # mostly keeps one core busy; TCG boots are single-threaded). Outputs are
 # printed in order once all have finished.
 out=$(mktemp -d "${TMPDIR:-/tmp}/vfio-lu-test.XXXXXX")
@@ -44,6 +45,11 @@ vm_start test-list --lists list --devices "virtio-net-pci igb" --fault-devices "
 # of each is kept across the kexec and sends on from the same queue, the
 # other reset; the host checks every frame arrived once.
 vm_start test-vmm --mode demo --lists demotest --devices "virtio-net-tx virtio-net-tx igb igb" "$@"
+# The fifth has no IOMMU: VFIO's no-IOMMU mode, where a device can keep doing
+# DMA through the kexec (the run mode, run1.list, run2.list), on two virtio
+# devices of its own, one in run mode and one in keep mode.
+vm_start test-run --noiommu --lists run --devices "" --fault-devices "" --reset-devices "" \
+	--keep-devices "virtio-rng-pci virtio-rng-pci" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
 # at the same time as the rest.
@@ -78,6 +84,7 @@ vm_tally test
 vm_tally test-serial
 vm_tally test-list
 vm_tally test-vmm
+vm_tally test-run
 
 if [ "$skipped" -gt 0 ]; then
 	echo "$passed passed, $failed failed, $skipped skipped"
