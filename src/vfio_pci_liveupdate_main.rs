@@ -269,31 +269,29 @@ impl Handler {
             })?;
         let run = decoded.mode == DeviceMode::Run;
         let (kept, running) = match decoded.mode {
-            DeviceMode::Keep | DeviceMode::Run => match keep::check_at_retrieve(
-                core.pci(),
-                abi::kept_config(data),
-                run,
-            ) {
-                Ok(master) => {
-                    if run && !master {
-                        dev_warn!(
+            DeviceMode::Keep | DeviceMode::Run => {
+                match keep::check_at_retrieve(core.pci(), abi::kept_config(data), run) {
+                    Ok(master) => {
+                        if run && !master {
+                            dev_warn!(
                             dev,
                             "live update: retrieve: the device's DMA did not go on through the kexec: Bus Master is off; its state is kept\n"
                         );
+                        }
+                        (true, run && master)
                     }
-                    (true, run && master)
-                }
-                Err(lost) => {
-                    dev_warn!(
+                    Err(lost) => {
+                        dev_warn!(
                         dev,
                         "live update: retrieve: the state of the kept device was lost ({}); resetting it, its VMM must initialise it again\n",
                         lost
                     );
-                    self.shared
-                        .reset_at_retrieve(&core, &location, ResetRecord::NotReset)?;
-                    (false, false)
+                        self.shared
+                            .reset_at_retrieve(&core, &location, ResetRecord::NotReset)?;
+                        (false, false)
+                    }
                 }
-            },
+            }
             DeviceMode::Reset => {
                 let record = devices.reset_record(&location);
                 if record != ResetRecord::Done {
