@@ -97,6 +97,22 @@ stage 1 set it if the device was kept, and as 0 if it was reset. Last, stage 2 \
 finishes the session \
 (LIVEUPDATE_SESSION_FINISH).
 
+With --rx (issue 16), each virtio-net device's receive queue is driven too: \
+queue 0, up to 1024 buffers in the guest memory; in VFIO no-IOMMU mode \
+(noiommu-vfioN cdevs) the device is given physical addresses \
+(IOMMU_IOAS_NOIOMMU_GET_PA), each ring part physically contiguous, and stage 1 \
+records them. Stage 1 sends a READY marker frame on the transmit queue (the \
+host's sender starts), receives for --rx-secs giving the buffers back, and \
+sends a LEAVE marker as its last action before reboot(). --mode run (or --run \
+BDF) keeps a device running through the kexec (VFIO_DEVICE_LIVEUPDATE_RUN: \
+Bus Master stays on, no-IOMMU devices only). Stage 2's first action, before \
+any device is retrieved, reads each receive queue's used ring in the preserved \
+memfd: what a running device wrote while no VMM ran; then it checks that the \
+physical addresses are those recorded, that a running device says \
+RETRIEVED|KEPT|RUNNING with DRIVER_OK, Bus Master and every register as stage \
+1 left them, resumes kept devices and re-initialises reset ones, sends a BACK \
+marker and receives for --rx-secs.
+
 What is not carried over: DMA mappings, and in reset mode the device state. The \
 handler resets each device at freeze unless it was asked to keep it; either way \
 Bus Master goes off, so DMA stops at the kexec, and the VMM maps its memory again \

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A minimal modern virtio-pci (virtio 1.x) driver for the transmit queue of
-//! a virtio-net device, over its VFIO device file: the device is set up and
-//! driven from userspace, as a VMM's guest would drive it, and resumed after
-//! a live update.
+//! A minimal modern virtio-pci (virtio 1.x) driver for a virtio-net device's
+//! transmit queue (queue 1) and, with `--rx`, its receive queue (queue 0;
+//! the rings in memory are `rx.rs`'s), over its VFIO device file: the device
+//! is set up and driven from userspace, as a VMM's guest would drive it, and
+//! resumed after a live update.
 //!
 //! Everything goes through the device file with `pread`/`pwrite` (no mmap):
 //! the configuration space through the VFIO config region (the capability
@@ -11,8 +12,11 @@
 //! guest memory's DMA area (see `memory.rs`), which the device reaches at
 //! `memory::IOVA + offset` through the IOMMU: the driver negotiates
 //! `VIRTIO_F_ACCESS_PLATFORM`, without which the device (QEMU:
-//! `iommu_platform=off`) would take those IOVAs as physical addresses. There
-//! are no interrupts: the driver polls the used ring.
+//! `iommu_platform=off`) would take those IOVAs as physical addresses. In
+//! VFIO's no-IOMMU mode there is no translation: the device is given the
+//! physical addresses of the memory (`GuestMemory::bus`) and
+//! `VIRTIO_F_ACCESS_PLATFORM` is not needed. There are no interrupts: the
+//! driver polls the used rings.
 //!
 //! A frame is a zeroed 12-byte `virtio_net_hdr_v1` followed by an Ethernet
 //! frame: broadcast destination, the device's MAC as source (from its device
@@ -20,6 +24,9 @@
 //! [`ETHERTYPE`], then [`FRAME_MAGIC`] and a little-endian `u64` sequence
 //! number, padded to the 60-byte minimum. The host side of the test
 //! (`scripts/frames.py`) checks that every sequence number arrives once.
+//! A marker frame has [`MARKER_MAGIC`] and a kind instead: it tells the
+//! host's sender of the receive side when to start, and when the VMM leaves
+//! for the kexec and is back.
 
 use std::io;
 use std::sync::atomic::{fence, Ordering};
