@@ -607,6 +607,8 @@ def device_summary(run, console):
         return found
 
     after_ids = {bdf: ids for bdf, ids, _ in run.binds[2]}
+    # The mode the sample VMM chose for each device, if it says.
+    vmm_modes = {m.group(1): m.group(2) for m in map(RX_MODE.match, run.vmm.get(1, [])) if m}
     out = ["  each device, old kernel -> new kernel (identity from sysfs, steps from the tracepoints):"]
     for bdf, ids, _ in run.binds[1]:
         b = re.escape(bdf)
@@ -633,7 +635,9 @@ def device_summary(run, console):
                        f"retrieved in {retrieved.group(1)} us; same identity")
         out.append(f"    {bdf}")
         out.append(f"      before  {ids}")
-        if kept:
+        if kept and vmm_modes.get(bdf) == "run":
+            out.append("      reset   none: kept running, Bus Master on (VFIO_DEVICE_LIVEUPDATE_RUN)")
+        elif kept:
             out.append("      reset   none: kept (VFIO_DEVICE_LIVEUPDATE_KEEP)")
         else:
             out.append(f"      reset   {methods[0] if methods else '?'} at freeze"
