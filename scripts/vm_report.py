@@ -203,10 +203,11 @@ RX_RUNNING = re.compile(r"^(\S+): virtio-net: running: device status (0x[0-9a-f]
 RX_KEPT = re.compile(r"^(\S+): virtio-net: kept: .*as stage 1 left them$")
 RX_RESUMED = re.compile(r"^(\S+): Bus Master on \(Command register 0x[0-9a-f]+\), DRIVER_OK again")
 RX_REINIT = re.compile(r"^(\S+): device was reset by the live update: re-initialising virtio-net$")
+RX_READY = re.compile(r"^(\S+): rx: marker frame READY sent")
 RX_NOTHING = re.compile(r"^(\S+): rx: used\.idx (\d+), as the first read found it")
 # A kept or reset device may still write frames sent in the first moments
 # after stage 1's LEAVE marker: its DMA stops at the freeze, inside reboot().
-RX_GRACE = 0.25
+RX_GRACE = 0.5
 
 
 def seq_runs(text):
@@ -233,6 +234,7 @@ class RxDevice:
         self.get = None          # (mode, flags, names)
         self.running = None      # device status of a running device, as stage 2 read it
         self.kept = self.resumed = self.reinit = self.nothing_since = False
+        self.ready = False       # the VMM set up its receive queue (READY marker sent)
         self.dev = None          # the host's device index
         self.feed = None         # frames.read_feed_log()
 
@@ -268,23 +270,26 @@ def rx_devices(run, rundir):
             if m:
                 dev(m.group(1)).running = m.group(2)
             for pat, attr in ((RX_KEPT, "kept"), (RX_RESUMED, "resumed"), (RX_REINIT, "reinit"),
-                              (RX_NOTHING, "nothing_since")):
+                              (RX_NOTHING, "nothing_since"), (RX_READY, "ready")):
                 m = pat.match(text)
                 if m:
                     setattr(dev(m.group(1)), attr, True)
     feeds = {}
+    silent = []  # feed logs of devices that never sent a marker
     for log in sorted(rundir.glob("feed-*.log"), key=lambda p: int(frames.log_index(p))):
         f = frames.read_feed_log(log)
         for mac in {m for _, _, _, m in f["markers"]}:
             feeds[mac] = (frames.log_index(log), f)
+        if not f["markers"]:
+            silent.append(frames.log_index(log))
     out = []
     for d in devs.values():
-        if d.mac is None or not (d.stage1 or d.first or d.stage2 or d.mode):
+        if d.mac is None or not d.ready:
             continue
         if d.mac in feeds:
             d.dev, d.feed = feeds[d.mac]
         out.append(d)
-    return sorted(out, key=lambda d: d.bdf), feeds
+    return sorted(out, key=lambda d: d.bdf), feeds, silent
 
 
 def rx_window(devs):
@@ -319,17 +324,19 @@ def rx_checks(run, rundir):
     sent during the kexec (after the freeze's first moments) reached guest
     memory during it, and where they went; the device resumed, or was
     re-initialised, and received again."""
-    devs, feeds = rx_devices(run, rundir)
+    devs, feeds, silent = rx_devices(run, rundir)
     checks, lines = [], []
+    checks += [(f"virtio-net-rx dev {i}: the device sent its marker frames to the host", False,
+                f"no marker frame in {rundir / f'feed-{i}.log'}") for i in silent]
     if not devs and not feeds:
         return checks, lines
     if not devs:
-        return [("virtio-net-rx devices: the sample VMM received on none", False,
-                 "no 'rx:' lines from the VMM")], lines
+        return checks + [("virtio-net-rx devices: the sample VMM received on none", False,
+                          "no 'rx:' lines from the VMM")], lines
     win = rx_window(devs)
     if win is None:
-        return [("kexec window: the LEAVE and BACK marker frames reached the host", False,
-                 "a marker is missing from the feed logs")], lines
+        return checks + [("kexec window: the LEAVE and BACK marker frames reached the host", False,
+                          "a marker is missing from the feed logs")], lines
     t0, t1 = win
     width = t1 - t0
     lines.append(f"kexec window (host time, marker frames): {width:.3f} s, from the last "
@@ -413,10 +420,17 @@ def rx_checks(run, rundir):
                 f"{len(ref_win)} refused by the full socket (dropped at the host), "
                 f"{len(lost)} sent but never received (dropped in QEMU)"
                 f"{' (' + frames.ranges(lost) + ')' if lost else ''}")
+        before = d.stage1 + d.first
+        stop = ""
+        if before and before[-1] in sent and before[-1] + 1 in sent:
+            a, b = sent[before[-1]] - t0, sent[before[-1] + 1] - t0
+            stop = (f"; its DMA stopped between the sends of seq {before[-1]} and "
+                    f"{before[-1] + 1} (the last frame written, the first not), {a * 1000:.0f} and "
+                    f"{b * 1000:.0f} ms after the LEAVE marker")
         checks.append((f"{who}: DMA stopped during the kexec: none of the {len(after_grace)} frames "
                        f"offered in the window after its first {RX_GRACE * 1000:.0f} ms reached guest "
                        f"memory during it ({len(early)} sent before that did, until the freeze); "
-                       f"of the {len(in_win) + len(ref_win)} offered in the window: {fate}",
+                       f"of the {len(in_win) + len(ref_win)} offered in the window: {fate}{stop}",
                        not late and len(after_grace) > 0,
                        f"written during the window: {frames.ranges(late)}" if late else
                        "no frame sent in the window"))
@@ -435,7 +449,6 @@ def rx_checks(run, rundir):
                            f"{len(d.stage2)} frames received after", ok,
                            f"GET {d.get}, re-initialised {d.reinit}"))
         resume_gap = None
-        before = d.stage1 + d.first
         if before and before[-1] in sent:
             resume_gap = t1 - sent[before[-1]]
         lines.append(f"{d.mode.upper():5} {d.bdf}: {total}; during the kexec none received: "
