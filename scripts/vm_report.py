@@ -339,6 +339,7 @@ def rx_checks(run, rundir):
                           "a marker is missing from the feed logs")], lines
     t0, t1 = win
     width = t1 - t0
+    rows = []
     lines.append(f"kexec window (host time, marker frames): {width:.3f} s, from the last "
                  "LEAVE marker (stage 1's last action before reboot) to the first BACK "
                  "marker (stage 2, an upper bound of the new VMM's first action)")
@@ -402,9 +403,7 @@ def rx_checks(run, rundir):
             checks.append((f"{who}: DMA pause: {ptext}, frames sent every {interval * 1000:.0f} ms; "
                            f"at most {limit:.2f} s (the window: {width:.3f} s)",
                            p is not None and p[0] <= limit, ptext))
-            lines.append(f"RUN   {d.bdf}: {total}; {len(in_win)} sent during the kexec, "
-                         f"{len(in_first)} of them already in guest memory at the first read; "
-                         f"DMA pause: {ptext}")
+            rows.append((d, len(received), len(in_win), len(in_first), p, None))
             continue
         # KEEP and RESET: the contrast.
         late = [q for q in d.first if q in sent and sent[q] > t0 + RX_GRACE]
@@ -451,10 +450,20 @@ def rx_checks(run, rundir):
         resume_gap = None
         if before and before[-1] in sent:
             resume_gap = t1 - sent[before[-1]]
-        lines.append(f"{d.mode.upper():5} {d.bdf}: {total}; during the kexec none received: "
-                     f"{fate}; DMA pause: {ptext}"
-                     + (f", DMA stopped from seq {before[-1]} until the resume, "
-                        f"{resume_gap:.3f} s" if resume_gap is not None else ""))
+        rows.append((d, len(received), len(in_win) + len(ref_win), len(early) + len(late), p,
+                     f"{fate}" + (f"; DMA stopped from seq {before[-1]} until the resume: "
+                                  f"{resume_gap:.3f} s" if resume_gap is not None else "")))
+    lines.append(f"{'mode':5} {'device':12}  {'received':>8}  {'stage 1':>7}  {'1st read':>8}  "
+                 f"{'stage 2':>7}  {'sent in window':>14}  {'in memory during it':>19}  DMA pause")
+    for d, n, nwin, nmem, p, _ in rows:
+        ptext = f"{p[0] * 1000:.0f} ms (seq {p[1]} to {p[2]})" if p else "-"
+        lines.append(f"{d.mode.upper():5} {d.bdf:12}  {n:>8}  {len(d.stage1):>7}  {len(d.first):>8}  "
+                     f"{len(d.stage2):>7}  {nwin:>14}  {nmem:>19}  {ptext}")
+    for d, _, _, _, _, fate in rows:
+        if fate:
+            lines.append(f"{d.mode.upper()} {d.bdf}, the frames sent during the kexec: {fate}")
+    lines.append("(DMA pause: the longest gap between the host send times of two consecutive "
+                 "frames the device received)")
     return checks, lines
 
 
