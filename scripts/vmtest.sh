@@ -13,7 +13,9 @@
 # samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
 # bench2.list, for scripts/bench.sh); --lists NAME takes NAME1.list and
 # NAME2.list instead (test mode: list1/list2, the damaged-list run of make
-# test; demo mode: demoreset, the sample VMM in reset mode). --devices gives
+# test; demo mode: demoreset, the sample VMM in reset mode; demorun, with
+# --noiommu and three virtio-net-rx devices, one per live update mode, RUN
+# among them). --devices gives
 # the devices of the programs (default: virtio-net-pci igb edu; demo mode:
 # virtio-net-tx igb edu, so that make run shows the frames the sample VMM
 # sends on both sides of the kexec). --append adds kernel command line
@@ -38,10 +40,9 @@
 # virtio-net-rx: the same, with a receive queue of 1024 entries
 # (rx_queue_size), whose receive side the host feeds: scripts/frames.py feed
 # sends it a numbered frame every VFIO_LU_RX_INTERVAL seconds (default 0.02,
-# 0.1 with the debug kernel)
-# once the sample VMM's READY marker arrives, and logs every frame sent and
-# every marker received (feed-<index>.log); the report checks what the
-# device received against it (the sample VMM's --rx).
+# 0.1 with the debug kernel) once the sample VMM's READY marker arrives, and
+# logs every frame sent and every marker received (feed-<index>.log); the
+# report checks what the device received against it (the sample VMM's --rx).
 #
 # Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
 # serial console of both kernels), ktap.log (second serial port: KTAP and
