@@ -13,6 +13,8 @@
 
 run: kernel
 	@scripts/vmtest.sh --mode demo --name run
+	@scripts/vmtest.sh --mode demo --name run-noiommu --noiommu --lists demorun \
+		--devices "virtio-net-rx virtio-net-rx virtio-net-rx"
 
 # The tests run on the debug kernel (KASAN, lockdep, kmemleak, ...: config.debug
 # in the selftests), built in build/obj-debug; run and bench use build/obj.

@@ -187,6 +187,290 @@ def frame_checks(run, rundir):
     return checks
 
 
+# The receive side (issue 16: scripts/vmtest.sh --noiommu, virtio-net-rx
+# devices, the sample VMM's --rx): what the VMM says of each device.
+RX_MAC = re.compile(r"^(\S+): virtio-net: DRIVER_OK \(device status 0x[0-9a-f]+\); frames from MAC ([0-9a-f:]{17})")
+RX_MODE = re.compile(r"^(\S+): live update mode (\w+) ")
+RX_STAGE1 = re.compile(r"^(\S+): rx: stage 1: received (\d+) frame\(s\) in [\d.]+ s: seq ([^;]*);")
+RX_FIRST = re.compile(r"^(\S+): rx: first read \(uptime ([\d.]+) s;.*?\): used\.idx (\d+) \(stage 1 consumed "
+                      r"up to (\d+)\): (\d+) frame\(s\) written into the guest memory while no VMM ran: "
+                      r"seq ([^;]*);")
+RX_STAGE2 = re.compile(r"^(\S+): rx: stage 2: received (\d+) frame\(s\) after the first read, in [\d.]+ s: "
+                       r"seq ([^;]*);")
+RX_GET = re.compile(r"^(\S+): VFIO_DEVICE_FEATURE_LIVEUPDATE GET: mode (\w+), flags (0x[0-9a-f]+) \(([^)]*)\)")
+RX_RUNNING = re.compile(r"^(\S+): virtio-net: running: device status (0x[0-9a-f]+) \(DRIVER_OK kept\), "
+                        r"Bus Master on .*never stopped nor reset$")
+RX_KEPT = re.compile(r"^(\S+): virtio-net: kept: .*as stage 1 left them$")
+RX_RESUMED = re.compile(r"^(\S+): Bus Master on \(Command register 0x[0-9a-f]+\), DRIVER_OK again")
+RX_REINIT = re.compile(r"^(\S+): device was reset by the live update: re-initialising virtio-net$")
+RX_READY = re.compile(r"^(\S+): rx: marker frame READY sent")
+RX_NOTHING = re.compile(r"^(\S+): rx: used\.idx (\d+), as the first read found it")
+# A kept or reset device may still write frames sent in the first moments
+# after stage 1's LEAVE marker: its DMA stops at the freeze, inside reboot().
+RX_GRACE = 0.5
+
+
+def seq_runs(text):
+    """[3, 4, 5, 7] for "3-5, 7" (arrival order kept); [] for "none"."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part or part == "none":
+            continue
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+class RxDevice:
+    """One virtio-net-rx device: what the VMM said and what the host logged."""
+
+    def __init__(self, bdf):
+        self.bdf = bdf
+        self.mac = None
+        self.mode = None
+        self.stage1, self.first, self.stage2 = [], [], []
+        self.first_up = None
+        self.get = None          # (mode, flags, names)
+        self.running = None      # device status of a running device, as stage 2 read it
+        self.kept = self.resumed = self.reinit = self.nothing_since = False
+        self.ready = False       # the VMM set up its receive queue (READY marker sent)
+        self.dev = None          # the host's device index
+        self.feed = None         # frames.read_feed_log()
+
+
+def rx_devices(run, rundir):
+    """The receiving devices of the run, by BDF, with their host logs."""
+    devs = {}
+
+    def dev(bdf):
+        return devs.setdefault(bdf, RxDevice(bdf))
+    for stage in (1, 2):
+        for text in run.vmm.get(stage, []):
+            m = RX_MAC.match(text)
+            if m and stage == 1:
+                dev(m.group(1)).mac = m.group(2)
+            m = RX_MODE.match(text)
+            if m and stage == 1:
+                dev(m.group(1)).mode = m.group(2)
+            m = RX_STAGE1.match(text)
+            if m:
+                dev(m.group(1)).stage1 = seq_runs(m.group(3))
+            m = RX_FIRST.match(text)
+            if m:
+                d = dev(m.group(1))
+                d.first, d.first_up = seq_runs(m.group(6)), float(m.group(2))
+            m = RX_STAGE2.match(text)
+            if m:
+                dev(m.group(1)).stage2 = seq_runs(m.group(3))
+            m = RX_GET.match(text)
+            if m:
+                dev(m.group(1)).get = (m.group(2), int(m.group(3), 16), m.group(4))
+            m = RX_RUNNING.match(text)
+            if m:
+                dev(m.group(1)).running = m.group(2)
+            for pat, attr in ((RX_KEPT, "kept"), (RX_RESUMED, "resumed"), (RX_REINIT, "reinit"),
+                              (RX_NOTHING, "nothing_since"), (RX_READY, "ready")):
+                m = pat.match(text)
+                if m:
+                    setattr(dev(m.group(1)), attr, True)
+    feeds = {}
+    silent = []  # feed logs of devices that never sent a marker
+    for log in sorted(rundir.glob("feed-*.log"), key=lambda p: int(frames.log_index(p))):
+        f = frames.read_feed_log(log)
+        for mac in {m for _, _, _, m in f["markers"]}:
+            feeds[mac] = (frames.log_index(log), f)
+        if not f["markers"]:
+            silent.append(frames.log_index(log))
+    out = []
+    for d in devs.values():
+        if d.mac is None or not d.ready:
+            continue
+        if d.mac in feeds:
+            d.dev, d.feed = feeds[d.mac]
+        out.append(d)
+    return sorted(out, key=lambda d: d.bdf), feeds, silent
+
+
+def rx_window(devs):
+    """The kexec window in host time: from the last LEAVE marker (stage 1's
+    last action) to the first BACK marker (stage 2, the first device back in
+    the VMM's hands: an upper bound of the new VMM's first action)."""
+    leave = [t for d in devs if d.feed for t, k, _, _ in d.feed["markers"] if k == 1]
+    back = [t for d in devs if d.feed for t, k, _, _ in d.feed["markers"] if k == 2]
+    if not leave or not back:
+        return None
+    return max(leave), min(back)
+
+
+def pause(received, sent):
+    """The longest gap between two consecutive received frames' send times:
+    (seconds, seq before, seq after), or None."""
+    best = None
+    for a, b in zip(received, received[1:]):
+        if a in sent and b in sent:
+            gap = sent[b] - sent[a]
+            if best is None or gap > best[0]:
+                best = (gap, a, b)
+    return best
+
+
+def rx_checks(run, rundir):
+    """The receive side's checks, one (name, ok, why) per claim, and the
+    lines of the demo's summary. RUN: no frame lost over both stages, frames
+    sent during the kexec were in guest memory at the new VMM's first read,
+    GET says RUNNING, the device was neither stopped nor reset, and its DMA
+    never paused for long. KEEP and RESET: the contrast, none of the frames
+    sent during the kexec (after the freeze's first moments) reached guest
+    memory during it, and where they went; the device resumed, or was
+    re-initialised, and received again."""
+    devs, feeds, silent = rx_devices(run, rundir)
+    checks, lines = [], []
+    checks += [(f"virtio-net-rx dev {i}: the device sent its marker frames to the host", False,
+                f"no marker frame in {rundir / f'feed-{i}.log'}") for i in silent]
+    if not devs and not feeds:
+        return checks, lines
+    if not devs:
+        return checks + [("virtio-net-rx devices: the sample VMM received on none", False,
+                          "no 'rx:' lines from the VMM")], lines
+    win = rx_window(devs)
+    if win is None:
+        return checks + [("kexec window: the LEAVE and BACK marker frames reached the host", False,
+                          "a marker is missing from the feed logs")], lines
+    t0, t1 = win
+    width = t1 - t0
+    rows = []
+    lines.append(f"kexec window (host time, marker frames): {width:.3f} s, from the last "
+                 "LEAVE marker (stage 1's last action before reboot) to the first BACK "
+                 "marker (stage 2, an upper bound of the new VMM's first action)")
+    for d in devs:
+        who = f"{(d.mode or '?').upper()} {d.bdf} (dev {d.dev or '?'})"
+        if d.feed is None:
+            checks.append((f"{who}: the host's feed log", False, f"no feed log with MAC {d.mac}"))
+            continue
+        sent, refused = d.feed["sent"], d.feed["refused"]
+        received = d.stage1 + d.first + d.stage2
+        p = pause(received, sent)
+        ptext = (f"longest gap between consecutive received frames' send times "
+                 f"{p[0] * 1000:.0f} ms (seq {p[1]} to {p[2]})" if p else "no gap measured")
+        in_win = sorted(q for q, t in sent.items() if t0 < t < t1)
+        ref_win = sorted(q for q, t in refused.items() if t0 < t < t1)
+        first = set(d.first)
+        recv_set = set(received)
+        lo, hi = (min(received), max(received)) if received else (0, -1)
+        missing = sorted(set(range(lo, hi + 1)) - recv_set)
+        dups = len(received) - len(recv_set)
+        disorder = sum(1 for a, b in zip(received, received[1:]) if b < a)
+        total = (f"{len(received)} frames received, seq {lo}..{hi} "
+                 f"(stage 1 {len(d.stage1)}, first read {len(d.first)}, stage 2 {len(d.stage2)})")
+        if d.mode == "run":
+            problems = []
+            if missing:
+                problems.append(f"missing {frames.ranges(missing)}")
+            if dups:
+                problems.append(f"{dups} duplicate(s)")
+            if disorder:
+                problems.append(f"{disorder} out of order")
+            checks.append((f"{who}: no frame lost over both stages: {total}"
+                           + (", no gap" if not problems else ": " + "; ".join(problems)),
+                           bool(received) and not problems, "; ".join(problems) or "nothing received"))
+            in_first = [q for q in in_win if q in first]
+            after = [q for q in in_win if q not in first and q in recv_set]
+            bracket = ""
+            if d.first and max(d.first) in sent and max(d.first) + 1 in sent:
+                a, b = sent[max(d.first)] - t0, sent[max(d.first) + 1] - t0
+                bracket = (f"; the first read came between the sends of seq {max(d.first)} and "
+                           f"{max(d.first) + 1}, {a:.3f} and {b:.3f} s into the window")
+            checks.append((f"{who}: DMA during the kexec: {len(in_win)} frames sent in the window, "
+                           f"{len(in_first)} of them in the ring at the new VMM's first read "
+                           f"(before it retrieved the device), the other {len(after)} received "
+                           f"just after{bracket}",
+                           len(in_first) > 0 and len(in_first) + len(after) == len(in_win),
+                           f"first read: {frames.ranges(d.first) or 'none'}"))
+            flags_ok = bool(d.get) and d.get[0] == "run" and d.get[1] & 0x7 == 0x7
+            checks.append((f"{who}: GET flags {d.get[2] if d.get else '?'} "
+                           f"({hex(d.get[1]) if d.get else '?'}), RUNNING set",
+                           flags_ok, f"GET said {d.get}"))
+            checks.append((f"{who}: never reset: device status {d.running or '?'} (DRIVER_OK kept), "
+                           "Bus Master on, queue registers and ring indices as stage 1 left them",
+                           d.running == "0x0f" and not d.reinit, "no 'virtio-net: running:' line"))
+            # The feeder's own longest gap between two consecutive frames
+            # over the same span (a loaded host delays it): a device that
+            # never paused shows no longer one.
+            offered = {**refused, **sent}
+            span = [offered[q] for q in range(lo, hi + 1) if q in offered]
+            own = max((b - a for a, b in zip(span, span[1:])), default=0.0)
+            times = sorted(sent.values())
+            steps = sorted(b - a for a, b in zip(times, times[1:]))
+            interval = steps[len(steps) // 2] if steps else 0.0
+            checks.append((f"{who}: DMA pause: {ptext}, frames sent every {interval * 1000:.0f} ms, "
+                           f"the sender's own longest gap {own * 1000:.0f} ms: the device added "
+                           f"none, the kexec window ({width:.3f} s) left no trace",
+                           p is not None and p[0] <= own + 1e-6 and p[0] < width / 2, ptext))
+            rows.append((d, len(received), len(in_win), len(in_first), p, None))
+            continue
+        # KEEP and RESET: the contrast.
+        late = [q for q in d.first if q in sent and sent[q] > t0 + RX_GRACE]
+        early = [q for q in d.first if q in sent and t0 < sent[q] <= t0 + RX_GRACE]
+        # Every attempt counts here, refused ones too: the device was not
+        # taking frames, so the socket filled up.
+        after_grace = [q for q in in_win + ref_win
+                       if sent.get(q, refused.get(q, 0)) > t0 + RX_GRACE]
+        held = [q for q in in_win if q in recv_set and q not in first]
+        lost = [q for q in in_win if q not in recv_set and q not in first]
+        fate = (f"{len(held)} held (by QEMU and the socket) and received after the resume"
+                f"{' (' + frames.ranges(held) + ')' if held else ''}, "
+                f"{len(ref_win)} refused by the full socket (dropped at the host), "
+                f"{len(lost)} sent but never received (dropped in QEMU)"
+                f"{' (' + frames.ranges(lost) + ')' if lost else ''}")
+        before = d.stage1 + d.first
+        stop = ""
+        if before and before[-1] in sent and before[-1] + 1 in sent:
+            a, b = sent[before[-1]] - t0, sent[before[-1] + 1] - t0
+            stop = (f"; its DMA stopped between the sends of seq {before[-1]} and "
+                    f"{before[-1] + 1} (the last frame written, the first not), {a * 1000:.0f} and "
+                    f"{b * 1000:.0f} ms after the LEAVE marker")
+        checks.append((f"{who}: DMA stopped during the kexec: none of the {len(after_grace)} frames "
+                       f"offered in the window after its first {RX_GRACE * 1000:.0f} ms reached guest "
+                       f"memory during it ({len(early)} sent before that did, until the freeze); "
+                       f"of the {len(in_win) + len(ref_win)} offered in the window: {fate}{stop}",
+                       not late and len(after_grace) > 0,
+                       f"written during the window: {frames.ranges(late)}" if late else
+                       "no frame sent in the window"))
+        if d.mode == "keep":
+            ok = (bool(d.get) and d.get[1] & 0x3 == 0x3 and d.kept and d.nothing_since
+                  and d.resumed and bool(d.stage2))
+            checks.append((f"{who}: kept, resumed and receiving again: GET flags "
+                           f"{d.get[2] if d.get else '?'}, registers as stage 1 left them, nothing "
+                           f"written since the kexec, Bus Master and DRIVER_OK on again, "
+                           f"{len(d.stage2)} frames received after", ok,
+                           f"GET {d.get}, kept {d.kept}, nothing since {d.nothing_since}, "
+                           f"resumed {d.resumed}"))
+        else:
+            ok = bool(d.get) and d.get[1] & 0x2 == 0 and d.reinit and bool(d.stage2)
+            checks.append((f"{who}: reset and re-initialised: GET flags {d.get[2] if d.get else '?'}, "
+                           f"{len(d.stage2)} frames received after", ok,
+                           f"GET {d.get}, re-initialised {d.reinit}"))
+        resume_gap = None
+        if before and before[-1] in sent:
+            resume_gap = t1 - sent[before[-1]]
+        rows.append((d, len(received), len(in_win) + len(ref_win), len(early) + len(late), p,
+                     f"{fate}" + (f"; DMA stopped from seq {before[-1]} until the resume: "
+                                  f"{resume_gap:.3f} s" if resume_gap is not None else "")))
+    lines.append(f"{'mode':5} {'device':12}  {'received':>8}  {'stage 1':>7}  {'1st read':>8}  "
+                 f"{'stage 2':>7}  {'sent in window':>14}  {'in memory during it':>19}  DMA pause")
+    for d, n, nwin, nmem, p, _ in rows:
+        ptext = f"{p[0] * 1000:.0f} ms (seq {p[1]} to {p[2]})" if p else "-"
+        lines.append(f"{d.mode.upper():5} {d.bdf:12}  {n:>8}  {len(d.stage1):>7}  {len(d.first):>8}  "
+                     f"{len(d.stage2):>7}  {nwin:>14}  {nmem:>19}  {ptext}")
+    for d, _, _, _, _, fate in rows:
+        if fate:
+            lines.append(f"{d.mode.upper()} {d.bdf}, the frames sent during the kexec: {fate}")
+    lines.append("(DMA pause: the longest gap between the host send times of two consecutive "
+                 "frames the device received)")
+    return checks, lines
+
+
 def ev(run, stage, prefix):
     for (s, text), v in run.events.items():
         if s == stage and text.startswith(prefix):
@@ -232,6 +516,8 @@ def main():
         host.append(freeze_check(run, console))
     tx = frame_checks(run, args.rundir)
     host += tx
+    rxc, rx_lines = rx_checks(run, args.rundir)
+    host += rxc
     for stage in (1, 2):
         if not any(r[0] == stage for r in run.results):
             host.append((f"stage {stage} produced KTAP results", False, "none seen"))
@@ -255,6 +541,12 @@ def main():
                        f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
         out += demo_summary(run, console, args, tx)
+        if rxc:
+            out.append("  the receive side: frames the host sent, what each device received "
+                       "(scripts/frames.py feed; issue 16):")
+            out += [f"    {l}" for l in rx_lines]
+            out += [f"    {'ok  ' if ok else 'FAIL'} {name}" for name, ok, _ in rxc]
+            out.append("")
     else:
         for s, p, n, st in results:
             where = f"stage {s}" if s else "host"
@@ -341,6 +633,8 @@ def device_summary(run, console):
         return found
 
     after_ids = {bdf: ids for bdf, ids, _ in run.binds[2]}
+    # The mode the sample VMM chose for each device, if it says.
+    vmm_modes = {m.group(1): m.group(2) for m in map(RX_MODE.match, run.vmm.get(1, [])) if m}
     out = ["  each device, old kernel -> new kernel (identity from sysfs, steps from the tracepoints):"]
     for bdf, ids, _ in run.binds[1]:
         b = re.escape(bdf)
@@ -367,7 +661,9 @@ def device_summary(run, console):
                        f"retrieved in {retrieved.group(1)} us; same identity")
         out.append(f"    {bdf}")
         out.append(f"      before  {ids}")
-        if kept:
+        if kept and vmm_modes.get(bdf) == "run":
+            out.append("      reset   none: kept running, Bus Master on (VFIO_DEVICE_LIVEUPDATE_RUN)")
+        elif kept:
             out.append("      reset   none: kept (VFIO_DEVICE_LIVEUPDATE_KEEP)")
         else:
             out.append(f"      reset   {methods[0] if methods else '?'} at freeze"

@@ -6,14 +6,16 @@
 #   scripts/vmtest.sh [--mode test|demo|bench] [--devices "virtio-net-pci igb edu"]
 #                     [--append "KERNEL ARGS"] [--timeout SECONDS] [--name NAME] [--kvm]
 #                     [--lists NAME] [--fault-devices "..."] [--reset-devices "..."]
-#                     [--keep-devices "..."] [--idle-d3]
+#                     [--keep-devices "..."] [--idle-d3] [--noiommu]
 #
 # --mode picks the programs each stage runs: test (the kselftests,
 # stage1.list/stage2.list), demo (for make run: the sample VMM,
 # samples/vfio_lu_vmm, demo1.list/demo2.list) or bench (bench1.list/
 # bench2.list, for scripts/bench.sh); --lists NAME takes NAME1.list and
 # NAME2.list instead (test mode: list1/list2, the damaged-list run of make
-# test; demo mode: demoreset, the sample VMM in reset mode). --devices gives
+# test; demo mode: demoreset, the sample VMM in reset mode; demorun, with
+# --noiommu and three virtio-net-rx devices, one per live update mode, RUN
+# among them). --devices gives
 # the devices of the programs (default: virtio-net-pci igb edu; demo mode:
 # virtio-net-tx igb edu, so that make run shows the frames the sample VMM
 # sends on both sides of the kexec). --append adds kernel command line
@@ -22,6 +24,10 @@
 # --fault-devices, --reset-devices and --keep-devices give the fault, reset
 # and keep mode tests' own devices (test mode defaults below; "" for none).
 # --idle-d3 lets vfio-pci suspend idle devices in test mode too.
+# --noiommu: a guest without the emulated IOMMU (no intel-iommu, no
+# iommu_platform=on), VFIO in no-IOMMU mode in both kernels
+# (vfio.enable_unsafe_noiommu_mode=1, which init passes on to the vfio
+# module): the devices' cdevs are noiommu-vfioN and take physical addresses.
 #
 # Device types: virtio-net-pci, virtio-rng-pci, virtio-balloon-pci,
 # virtio-keyboard-pci, virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
@@ -31,6 +37,12 @@
 # host (-netdev dgram), where scripts/frames.py records every frame the
 # sample VMM sends (frames-<index>.log); the report checks that each sequence
 # number the VMM sent arrived once.
+# virtio-net-rx: the same, with a receive queue of 1024 entries
+# (rx_queue_size), whose receive side the host feeds: scripts/frames.py feed
+# sends it a numbered frame every VFIO_LU_RX_INTERVAL seconds (default 0.02,
+# 0.1 with the debug kernel) once the sample VMM's READY marker arrives, and
+# logs every frame sent and every marker received (feed-<index>.log); the
+# report checks what the device received against it (the sample VMM's --rx).
 #
 # Every run keeps its logs in build/logs/runs/<time>-<name>/: console.log (the
 # serial console of both kernels), ktap.log (second serial port: KTAP and
@@ -60,6 +72,12 @@ TIMEOUT=${VFIO_LU_TIMEOUT:-300}
 NAME=
 NOIOMMU=
 IDLE_D3=
+# The feeder's interval: the receive queue (1024 buffers) must hold every
+# frame sent while no VMM runs, the kexec window: about 3 s with the release
+# kernel, 21 to 28 s with the debug kernel (alone, or beside other runs),
+# hence 20 ms (51 frames/s, 20 s of ring) and 100 ms (102 s of ring).
+RX_INTERVAL=${VFIO_LU_RX_INTERVAL:-0.02}
+[ "$KFLAVOUR" = debug ] && RX_INTERVAL=${VFIO_LU_RX_INTERVAL:-0.1}
 APPEND=
 LISTS=
 # One host thread per VM (thread=single): make test runs three VMs on the
@@ -119,8 +137,10 @@ if [ $((${#RUN} + 10)) -gt 107 ]; then
 	SOCKS=$(mktemp -d /tmp/vfio-lu.XXXXXX)
 fi
 FRAMES_PID=
+FEED_PID=
 cleanup() {
 	[ -z "$FRAMES_PID" ] || kill "$FRAMES_PID" 2>/dev/null || true
+	[ -z "$FEED_PID" ] || kill "$FEED_PID" 2>/dev/null || true
 	[ "$SOCKS" = "$RUN" ] || rm -rf "$SOCKS"
 }
 trap cleanup EXIT
@@ -225,12 +245,20 @@ qemu=(qemu-system-x86_64 -M q35,kernel-irqchip=split $ACCEL -smp 2 -m 2G
       -nodefaults -nographic -no-reboot
       -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off)
 # --noiommu: no IOMMU at all, and VFIO in its no-IOMMU mode (both kernels).
-[ -n "$NOIOMMU" ] || qemu+=(-device intel-iommu,intremap=on,caching-mode=on)
+# Behind the emulated IOMMU, DMA is translated (iommu_platform=on: the
+# virtio-net-tx/-rx devices go through it); without it, it is not.
+IOMMU_PLATFORM=,iommu_platform=on
+if [ -z "$NOIOMMU" ]; then
+	qemu+=(-device "intel-iommu,intremap=on,caching-mode=on")
+else
+	IOMMU_PLATFORM=
+fi
 ids=()
 fault_ids=()
 reset_ids=()
 keep_ids=()
 tx_devs=()	# indexes of the virtio-net-tx devices
+rx_devs=()	# indexes of the virtio-net-rx devices
 i=0
 add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	local -n out=$2
@@ -240,8 +268,12 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 	virtio-net-pci) qemu+=(-netdev "user,id=n$i,restrict=on" -device "virtio-net-pci,netdev=n$i,bus=rp$i"); out+=(1af4:1041) ;;
 	virtio-net-tx)	# frames to the host's scripts/frames.py, DMA through the vIOMMU
 		qemu+=(-netdev "dgram,id=n$i,local.type=unix,local.path=$SOCKS/q$i.sock,remote.type=unix,remote.path=$SOCKS/h$i.sock"
-		       -device "virtio-net-pci,netdev=n$i,bus=rp$i,iommu_platform=on,mac=52:54:00:4c:55:$(printf %02x "$i")")
+		       -device "virtio-net-pci,netdev=n$i,bus=rp$i$IOMMU_PLATFORM,mac=52:54:00:4c:55:$(printf %02x "$i")")
 		out+=(1af4:1041); tx_devs+=("$i") ;;
+	virtio-net-rx)	# fed by the host's scripts/frames.py feed; markers back to it
+		qemu+=(-netdev "dgram,id=n$i,local.type=unix,local.path=$SOCKS/q$i.sock,remote.type=unix,remote.path=$SOCKS/h$i.sock"
+		       -device "virtio-net-pci,netdev=n$i,bus=rp$i$IOMMU_PLATFORM,rx_queue_size=1024,mac=52:54:00:4c:55:$(printf %02x "$i")")
+		out+=(1af4:1041); rx_devs+=("$i") ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
 	virtio-balloon-pci) qemu+=(-device "virtio-balloon-pci,bus=rp$i"); out+=(1af4:1045) ;;
 	virtio-keyboard-pci) qemu+=(-device "virtio-keyboard-pci,bus=rp$i"); out+=(1af4:1052) ;;
@@ -251,7 +283,7 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-rng-pci virtio-balloon-pci virtio-keyboard-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-net-rx virtio-rng-pci virtio-balloon-pci virtio-keyboard-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done
@@ -345,6 +377,37 @@ start_frames() {
 	done
 	die "the frame receiver (scripts/frames.py) did not bind its sockets in $SOCKS"
 }
+# The feeder of the virtio-net-rx devices' receive side: bound before QEMU
+# starts (it sends from its own socket to QEMU's, once the device's READY
+# marker arrives), stopped once QEMU has exited.
+start_feed() {
+	local d args=()
+	[ ${#rx_devs[@]} -gt 0 ] || return 0
+	rm -f "$RUN/feed.ready" "$RUN/feed.stop" "$RUN"/feed-*.log
+	for d in "${rx_devs[@]}"; do
+		rm -f "$SOCKS/q$d.sock"
+		: > "$RUN/feed-$d.log"
+		args+=("$RUN/feed-$d.log=$SOCKS/h$d.sock=$SOCKS/q$d.sock")
+	done
+	python3 "$PROJECT/scripts/frames.py" feed --ready "$RUN/feed.ready" \
+		--stop "$RUN/feed.stop" --interval "$RX_INTERVAL" "${args[@]}" &
+	FEED_PID=$!
+	for _ in $(seq 100); do
+		[ -e "$RUN/feed.ready" ] && return 0
+		kill -0 "$FEED_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	die "the frame feeder (scripts/frames.py feed) did not bind its sockets in $SOCKS"
+}
+stop_feed() {
+	local d
+	[ -n "$FEED_PID" ] || return 0
+	touch "$RUN/feed.stop"
+	wait "$FEED_PID" || log "the frame feeder exited with status $?"
+	FEED_PID=
+	for d in "${rx_devs[@]}"; do rm -f "$SOCKS/q$d.sock"; done
+	rm -f "$RUN/feed.ready" "$RUN/feed.stop"
+}
 stop_frames() {
 	local d
 	[ -n "$FRAMES_PID" ] || return 0
@@ -356,6 +419,7 @@ stop_frames() {
 }
 for attempt in 1 2; do
 	start_frames
+	start_feed
 	t0=$(date +%s.%N)
 	set +e
 	run_qemu
@@ -363,6 +427,7 @@ for attempt in 1 2; do
 	set -e
 	t1=$(date +%s.%N)
 	stop_frames
+	stop_feed
 	# A whole VM that stops printing (seen once in about 100 runs of three at
 	# once: the new kernel silent in the middle of PCI enumeration, no RCU
 	# stall or lockup report, QEMU busy on one core) is QEMU's stall, not a
@@ -370,7 +435,7 @@ for attempt in 1 2; do
 	# say so. A guest that hangs for a reason of its own hangs again.
 	if [ "$attempt" = 1 ] && [ "$qrc" = 125 ]; then
 		mkdir -p "$RUN/qemu-stalled"
-		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN/stalled" "$RUN"/frames-*.log "$RUN/qemu-stalled/" 2>/dev/null || true
+		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN/stalled" "$RUN"/frames-*.log "$RUN"/feed-*.log "$RUN/qemu-stalled/" 2>/dev/null || true
 		echo "stalled: $(cat "$RUN/qemu-stalled/stalled")" > "$RUN/qemu-retried"
 		log "the guest printed nothing for ${STALL} s; running it again (the stalled run's logs: $RUN/qemu-stalled)"
 		continue
@@ -382,7 +447,7 @@ for attempt in 1 2; do
 	# aborted run's logs, and say so (qemu-retried, read by the report).
 	if [ "$attempt" = 1 ] && [ "$qrc" = 134 ] && grep -q "Assertion" "$RUN/qemu.out"; then
 		mkdir -p "$RUN/qemu-aborted"
-		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN"/frames-*.log "$RUN/qemu-aborted/" 2>/dev/null || true
+		mv "$RUN/console.log" "$RUN/ktap.log" "$RUN/qemu.out" "$RUN"/frames-*.log "$RUN"/feed-*.log "$RUN/qemu-aborted/" 2>/dev/null || true
 		grep -m1 "Assertion" "$RUN/qemu-aborted/qemu.out" | sed 's/^qemu-system-x86_64: //' > "$RUN/qemu-retried"
 		log "QEMU aborted on an assertion of its own ($(cat "$RUN/qemu-retried")); running it again"
 		continue
@@ -397,6 +462,12 @@ if [ ${#tx_devs[@]} -gt 0 ]; then
 	for d in "${tx_devs[@]}"; do logs+=("$RUN/frames-$d.log"); done
 	python3 "$PROJECT/scripts/frames.py" summary "${logs[@]}" > "$RUN/frames.txt" || true
 	while read -r l; do log "$l"; done < "$RUN/frames.txt"
+fi
+if [ ${#rx_devs[@]} -gt 0 ]; then
+	logs=()
+	for d in "${rx_devs[@]}"; do logs+=("$RUN/feed-$d.log"); done
+	python3 "$PROJECT/scripts/frames.py" feedsummary "${logs[@]}" > "$RUN/feed.txt" || true
+	while read -r l; do log "$l"; done < "$RUN/feed.txt"
 fi
 # The images and programs are the build's, not the run's record.
 rm -rf "$RUN/bin" "$RUN"/initrd-stage*.cpio

@@ -10,6 +10,7 @@
 
 mod luo;
 mod memory;
+mod rx;
 mod vfio;
 mod virtio;
 
@@ -17,6 +18,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use iommufd_bindings::iommufd::{
@@ -27,12 +29,13 @@ use iommufd_bindings::iommufd::{
 use iommufd_ioctls::{IommuFd, IommufdError, IommufdIoas};
 
 use luo::{Orchestrator, Session};
-use memory::{DeviceRecord, GuestMemory, Header, VirtioRecord};
+use memory::{DeviceRecord, GuestMemory, Header, RxRecord, VirtioRecord};
 use vfio::{
     Device, IrqOff, VFIO_DEVICE_LIVEUPDATE_KEEP, VFIO_DEVICE_LIVEUPDATE_KEPT,
-    VFIO_DEVICE_LIVEUPDATE_RESET, VFIO_DEVICE_LIVEUPDATE_RETRIEVED,
+    VFIO_DEVICE_LIVEUPDATE_RESET, VFIO_DEVICE_LIVEUPDATE_RETRIEVED, VFIO_DEVICE_LIVEUPDATE_RUN,
+    VFIO_DEVICE_LIVEUPDATE_RUNNING,
 };
-use virtio::VirtioNet;
+use virtio::{TxQueue, VirtioNet};
 
 /// Token of the guest memory memfd in the session.
 const MEMFD_TOKEN: u64 = 0x6775_6573_746d_656d; // "guestmem"
@@ -94,6 +97,22 @@ stage 1 set it if the device was kept, and as 0 if it was reset. Last, stage 2 \
 finishes the session \
 (LIVEUPDATE_SESSION_FINISH).
 
+With --rx (issue 16), each virtio-net device's receive queue is driven too: \
+queue 0, up to 1024 buffers in the guest memory; in VFIO no-IOMMU mode \
+(noiommu-vfioN cdevs) the device is given physical addresses \
+(IOMMU_IOAS_NOIOMMU_GET_PA), each ring part physically contiguous, and stage 1 \
+records them. Stage 1 sends a READY marker frame on the transmit queue (the \
+host's sender starts), receives for --rx-secs giving the buffers back, and \
+sends a LEAVE marker as its last action before reboot(). --mode run (or --run \
+BDF) keeps a device running through the kexec (VFIO_DEVICE_LIVEUPDATE_RUN: \
+Bus Master stays on, no-IOMMU devices only). Stage 2's first action, before \
+any device is retrieved, reads each receive queue's used ring in the preserved \
+memfd: what a running device wrote while no VMM ran; then it checks that the \
+physical addresses are those recorded, that a running device says \
+RETRIEVED|KEPT|RUNNING with DRIVER_OK, Bus Master and every register as stage \
+1 left them, resumes kept devices and re-initialises reset ones, sends a BACK \
+marker and receives for --rx-secs.
+
 What is not carried over: DMA mappings, and in reset mode the device state. The \
 handler resets each device at freeze unless it was asked to keep it; either way \
 Bus Master goes off, so DMA stops at the kexec, and the VMM maps its memory again \
@@ -132,6 +151,22 @@ enum Stage {
         /// A device (dddd:bb:dd.f) to reset whatever --mode says (repeatable)
         #[arg(long = "reset", value_name = "BDF")]
         reset_bdfs: Vec<String>,
+        /// A device to keep whatever --mode says (repeatable)
+        #[arg(long = "keep", value_name = "BDF")]
+        keep_bdfs: Vec<String>,
+        /// A device to keep running whatever --mode says (repeatable)
+        #[arg(long = "run", value_name = "BDF")]
+        run_bdfs: Vec<String>,
+        /// Drive each virtio-net device's receive queue too (queue 0, for
+        /// the first 4 of them): tell the host's sender to start (a marker
+        /// frame on the transmit queue), receive for --rx-secs, and mark
+        /// the moment of the kexec with another marker frame, instead of
+        /// sending the 16 numbered frames
+        #[arg(long)]
+        rx: bool,
+        /// How long to receive before the kexec (with --rx), in seconds
+        #[arg(long, default_value_t = 2.0)]
+        rx_secs: f64,
     },
     /// New kernel: retrieve the devices and memory, map again, check, finish
     Stage2 {
@@ -139,6 +174,10 @@ enum Stage {
         /// the VMM initialises it again and goes on)
         #[arg(long)]
         require_kept: bool,
+        /// How long to receive after the devices are back (receive queues
+        /// that stage 1 set up), in seconds
+        #[arg(long, default_value_t = 3.0)]
+        rx_secs: f64,
     },
 }
 
@@ -149,6 +188,9 @@ enum Mode {
     Reset,
     /// Keep the device's state (VFIO_DEVICE_LIVEUPDATE_KEEP)
     Keep,
+    /// Keep the device running, its DMA on, through the update
+    /// (VFIO_DEVICE_LIVEUPDATE_RUN; VFIO no-IOMMU devices only)
+    Run,
 }
 
 impl Mode {
@@ -157,6 +199,7 @@ impl Mode {
         match self {
             Mode::Reset => VFIO_DEVICE_LIVEUPDATE_RESET,
             Mode::Keep => VFIO_DEVICE_LIVEUPDATE_KEEP,
+            Mode::Run => VFIO_DEVICE_LIVEUPDATE_RUN,
         }
     }
 }
@@ -166,6 +209,7 @@ fn mode_name(mode: u32) -> &'static str {
     match mode {
         VFIO_DEVICE_LIVEUPDATE_RESET => "reset",
         VFIO_DEVICE_LIVEUPDATE_KEEP => "keep",
+        VFIO_DEVICE_LIVEUPDATE_RUN => "run",
         _ => "unknown",
     }
 }
@@ -411,21 +455,141 @@ fn send_frames(
     Ok(())
 }
 
+/// The live update mode of each device: a default and the exceptions.
+struct Modes {
+    default: Mode,
+    reset: Vec<String>,
+    keep: Vec<String>,
+    run: Vec<String>,
+}
+
+impl Modes {
+    fn of(&self, bdf: &str) -> Mode {
+        let has = |l: &[String]| l.iter().any(|b| b == bdf);
+        if has(&self.reset) {
+            Mode::Reset
+        } else if has(&self.keep) {
+            Mode::Keep
+        } else if has(&self.run) {
+            Mode::Run
+        } else {
+            self.default
+        }
+    }
+}
+
+/// A virtio-net device whose receive queue the VMM drives.
+struct RxDev<'a> {
+    /// Its index in the device list (and the header's records).
+    index: usize,
+    net: VirtioNet<'a>,
+    txq: TxQueue,
+    /// Where the receive queue's notifications go.
+    notify: u64,
+    stats: rx::Stats,
+}
+
+/// The receive record of device `index` of `header`.
+fn rx_record(header: &mut Header, index: usize) -> &mut RxRecord {
+    header.devices[index]
+        .virtio
+        .as_mut()
+        .and_then(|v| v.rx.as_mut())
+        .expect("an RxDev has a receive record")
+}
+
+/// Receives on every device of `rxs` for `secs` seconds: polls the used
+/// rings every 2 ms, gives each buffer back at once and notifies the
+/// device. The records in `header` follow.
+fn receive(mem: &GuestMemory, header: &mut Header, rxs: &mut [RxDev], secs: f64) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs_f64(secs.max(0.0));
+    loop {
+        for r in rxs.iter_mut() {
+            let bdf = header.devices[r.index].bdf.clone();
+            let rec = rx_record(header, r.index);
+            let (ids, frames) =
+                rx::poll(mem, rec).map_err(failed(format!("{bdf}: rx: reading the used ring")))?;
+            if !ids.is_empty() {
+                rx::give_back(mem, rec, &ids)
+                    .map_err(failed(format!("{bdf}: rx: giving buffers back")))?;
+                r.net.kick_rx(r.notify).map_err(virtio_failed(&bdf))?;
+                r.stats.add(&frames);
+            }
+        }
+        if Instant::now() >= end {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `IOMMU_IOAS_NOIOMMU_GET_PA` (include/uapi/linux/iommufd.h).
+#[repr(C)]
+struct NoiommuGetPa {
+    size: u32,
+    flags: u32,
+    ioas_id: u32,
+    reserved: u32,
+    iova: u64,
+    length: u64,
+    out_phys: u64,
+}
+const _: () = assert!(std::mem::size_of::<NoiommuGetPa>() == 40);
+vmm_sys_util::ioctl_io_nr!(
+    IOMMU_IOAS_NOIOMMU_GET_PA,
+    iommufd_bindings::iommufd::IOMMUFD_TYPE as u32,
+    0x95
+);
+
+/// No-IOMMU mode: the physical address of every page of the guest memory's
+/// DMA area, mapped in `ioas` at `memory::IOVA`
+/// (`IOMMU_IOAS_NOIOMMU_GET_PA`, one call per physically contiguous run);
+/// and the number of runs.
+fn phys_table(iommufd: &IommuFd, ioas: &IommufdIoas) -> Result<(Vec<u64>, usize)> {
+    let mut phys = Vec::with_capacity(memory::DMA_PAGES);
+    let mut runs = 0;
+    let mut off = memory::DMA_AREA;
+    while off < memory::SIZE {
+        let mut arg = NoiommuGetPa {
+            size: std::mem::size_of::<NoiommuGetPa>() as u32,
+            flags: 0,
+            ioas_id: ioas.id(),
+            reserved: 0,
+            iova: memory::IOVA + off as u64,
+            length: (memory::SIZE - off) as u64,
+            out_phys: 0,
+        };
+        // SAFETY: the argument is the #[repr(C)] structure of the request,
+        // `size` its size; the kernel writes `length` and `out_phys` within it.
+        let ret = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_mut_ref(iommufd, IOMMU_IOAS_NOIOMMU_GET_PA(), &mut arg)
+        };
+        if ret < 0 {
+            return Err(
+                failed(format!("IOMMU_IOAS_NOIOMMU_GET_PA at IOVA {:#x}", arg.iova))(
+                    io::Error::last_os_error(),
+                )
+                .hint("EOPNOTSUPP: the IOAS is not a no-IOMMU one; EPERM: CAP_SYS_RAWIO needed"),
+            );
+        }
+        let pages = (arg.length as usize / memory::PAGE).max(1);
+        phys.extend((0..pages).map(|k| arg.out_phys + (k * memory::PAGE) as u64));
+        off += pages * memory::PAGE;
+        runs += 1;
+    }
+    phys.truncate(memory::DMA_PAGES);
+    Ok((phys, runs))
+}
+
 fn stage1(
     session_name: &str,
     bdfs: Vec<String>,
     no_kexec: bool,
-    mode: Mode,
-    reset_bdfs: &[String],
+    modes: Modes,
+    rx_secs: Option<f64>,
 ) -> Result<()> {
-    // The mode of each device.
-    let mode_of = |bdf: &str| {
-        if reset_bdfs.iter().any(|b| b == bdf) {
-            Mode::Reset
-        } else {
-            mode
-        }
-    };
+    let mode = modes.default;
+    let mode_of = |bdf: &str| modes.of(bdf);
     let bdfs = if bdfs.is_empty() {
         vfio::vfio_pci_devices().map_err(failed(format!("listing {}", vfio::VFIO_PCI_DRIVER)))?
     } else {
@@ -448,12 +612,19 @@ fn stage1(
         bdfs.join(" "),
         mode_name(mode.uapi())
     );
-    if !reset_bdfs.is_empty() {
-        say!("reset mode, whatever --mode says: {}", reset_bdfs.join(" "));
+    for (list, name) in [
+        (&modes.reset, "reset"),
+        (&modes.keep, "keep"),
+        (&modes.run, "run"),
+    ] {
+        if !list.is_empty() {
+            say!("{name} mode, whatever --mode says: {}", list.join(" "));
+        }
     }
 
     // The devices, through their VFIO cdevs.
     let mut devs = Vec::new();
+    let mut noiommu = Vec::new();
     for bdf in &bdfs {
         if !vfio::is_bdf(bdf) {
             return Err(Failure::new(
@@ -475,7 +646,27 @@ fn stage1(
         }
         let (dev, path) = Device::open(bdf).map_err(failed(format!("{bdf}: open VFIO cdev")))?;
         say!("{bdf}: opened {}", path.display());
+        noiommu.push(
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(vfio::NOIOMMU_PREFIX)),
+        );
         devs.push(dev);
+    }
+    // No-IOMMU mode (vfio.enable_unsafe_noiommu_mode=1, devices without an
+    // IOMMU): the devices take physical addresses, all of them or none.
+    let phys_mode = noiommu.iter().all(|&n| n);
+    if !phys_mode && noiommu.iter().any(|&n| n) {
+        return Err(Failure::new(
+            "some devices are in VFIO no-IOMMU mode, others behind an IOMMU: one IOAS cannot \
+             serve both",
+            libc::EINVAL,
+        ));
+    }
+    if phys_mode {
+        say!(
+            "VFIO no-IOMMU mode (noiommu-vfioN cdevs): no DMA translation, the devices are \
+             given physical addresses (IOMMU_IOAS_NOIOMMU_GET_PA)"
+        );
     }
 
     // iommufd: one IO address space for all devices.
@@ -512,7 +703,7 @@ fn stage1(
             .iter_mut()
             .enumerate()
             .take(memory::PATTERN_END)
-            .skip(memory::HEADER_SIZE)
+            .skip(memory::PATTERN_START)
         {
             *b = memory::pattern(off);
         }
@@ -530,11 +721,23 @@ fn stage1(
         memory::IOVA,
         mem.user_va()
     );
+    if phys_mode {
+        let (phys, runs) = phys_table(&iommufd, &ioas)?;
+        say!(
+            "physical addresses of the DMA area (IOMMU_IOAS_NOIOMMU_GET_PA): {} pages from \
+             {:#x}, in {runs} physically contiguous run(s); recorded in the guest memory",
+            phys.len(),
+            phys.first().copied().unwrap_or_default()
+        );
+        mem.set_phys(phys);
+        mem.write_phys_table();
+    }
 
     // The virtio-net devices: set up and transmitting, as a guest would
     // leave them when the VMM starts the live update.
     let mut slots = 0;
-    for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
+    let mut rxs: Vec<RxDev> = Vec::new();
+    for (index, (dev, rec)) in devs.iter().zip(header.devices.iter_mut()).enumerate() {
         if !is_virtio_net(&rec.identity) {
             continue;
         }
@@ -548,14 +751,36 @@ fn stage1(
         }
         let net = VirtioNet::probe(dev).map_err(virtio_failed(&dev.bdf))?;
         let bdf = dev.bdf.as_str();
+        let with_rx = rx_secs.is_some() && slots < memory::MAX_RX;
         let Some((mut vrec, queue)) = net
-            .init(&mem, slots as u8, 0, &mut |line| say!("{bdf}: {line}"))
+            .init(&mem, slots as u8, 0, with_rx, &mut |line| {
+                say!("{bdf}: {line}")
+            })
             .map_err(virtio_failed(bdf))?
         else {
             continue;
         };
         slots += 1;
-        send_frames(&net, bdf, &mem, &queue, &mut vrec)?;
+        if with_rx {
+            let notify = net.rx_notify().map_err(virtio_failed(bdf))?;
+            net.kick_rx(notify).map_err(virtio_failed(bdf))?;
+            net.send_marker(&mem, &queue, &mut vrec, virtio::MARKER_READY, 0)
+                .map_err(virtio_failed(bdf))?;
+            say!(
+                "{bdf}: rx: marker frame READY sent from MAC {} (the host's sender starts \
+                 feeding the receive queue)",
+                virtio::mac_text(&vrec.mac)
+            );
+            rxs.push(RxDev {
+                index,
+                net,
+                txq: queue,
+                notify,
+                stats: rx::Stats::after(None),
+            });
+        } else {
+            send_frames(&net, bdf, &mem, &queue, &mut vrec)?;
+        }
         rec.virtio = Some(vrec);
     }
     if slots > 0 {
@@ -586,21 +811,30 @@ fn stage1(
     for (dev, rec) in devs.iter().zip(&header.devices) {
         // The choice must come before the preserve; reset, the kernel's
         // default, needs no call (and works on kernels without the feature).
-        if mode_of(&dev.bdf) == Mode::Keep {
-            dev.set_liveupdate_mode(VFIO_DEVICE_LIVEUPDATE_KEEP)
-                .map_err(|e| {
-                    failed(format!(
-                        "{}: VFIO_DEVICE_FEATURE SET VFIO_DEVICE_FEATURE_LIVEUPDATE (keep)",
-                        dev.bdf
-                    ))(e)
-                    .hint(
-                        "ENOTTY: the kernel has no live update feature; EOPNOTSUPP: this \
-                         device's state cannot be kept (e.g. it shares a reset with \
-                         another); EBUSY: the file is already preserved",
-                    )
-                })?;
+        let m = mode_of(&dev.bdf);
+        if m != Mode::Reset {
+            dev.set_liveupdate_mode(m.uapi()).map_err(|e| {
+                failed(format!(
+                    "{}: VFIO_DEVICE_FEATURE SET VFIO_DEVICE_FEATURE_LIVEUPDATE ({})",
+                    dev.bdf,
+                    mode_name(m.uapi())
+                ))(e)
+                .hint(
+                    "ENOTTY: the kernel has no live update feature; EOPNOTSUPP: this \
+                     device's state cannot be kept (e.g. it shares a reset with \
+                     another), or run mode on a device that is not in VFIO no-IOMMU mode or \
+                     a kernel without it; EINVAL: an unknown mode; EBUSY: the file is already \
+                     preserved",
+                )
+            })?;
             say!(
-                "{}: live update mode keep (VFIO_DEVICE_FEATURE_LIVEUPDATE SET)",
+                "{}: live update mode {} (VFIO_DEVICE_FEATURE_LIVEUPDATE SET)",
+                dev.bdf,
+                mode_name(m.uapi())
+            );
+        } else {
+            say!(
+                "{}: live update mode reset (the default: nothing to set)",
                 dev.bdf
             );
         }
@@ -646,7 +880,7 @@ fn stage1(
     // handler resets the devices at freeze anyway: stop DMA now. In keep
     // mode, a device may work until the freeze, which clears its Bus Master:
     // the mapping stays until then.
-    let any_kept = devs.iter().any(|d| mode_of(&d.bdf) == Mode::Keep);
+    let any_kept = devs.iter().any(|d| mode_of(&d.bdf) != Mode::Reset);
     match if any_kept { Mode::Keep } else { Mode::Reset } {
         Mode::Reset => {
             ioas.unmap(memory::IOVA, mem.len() as u64)
@@ -660,11 +894,41 @@ fn stage1(
                 memory::IOVA
             );
         }
-        Mode::Keep => say!(
-            "guest memory left mapped at IOVA {:#x} (keep mode): the freeze clears each \
-             device's Bus Master, which stops its DMA; stage 2 maps the memory again",
+        _ => say!(
+            "guest memory left mapped at IOVA {:#x} (keep or run mode): the freeze clears each \
+             kept device's Bus Master, which stops its DMA, and leaves a running one's on; \
+             stage 2 maps the memory again",
             memory::IOVA
         ),
+    }
+
+    // The receive queues at work until the kexec.
+    if let Some(secs) = rx_secs {
+        if !rxs.is_empty() {
+            let start = Instant::now();
+            receive(&mem, &mut header, &mut rxs, secs)?;
+            let took = start.elapsed().as_secs_f64();
+            for r in &rxs {
+                let d = &header.devices[r.index];
+                let rec = d.virtio.as_ref().and_then(|v| v.rx).unwrap_or_default();
+                say!(
+                    "{}: rx: stage 1: received {} frame(s) in {took:.1} s: seq {}; {}{}; ring \
+                     indices avail {} used {}",
+                    d.bdf,
+                    r.stats.seqs.len(),
+                    r.stats.runs(),
+                    r.stats.gap_text(),
+                    if r.stats.other > 0 {
+                        format!("; {} other frame(s)", r.stats.other)
+                    } else {
+                        String::new()
+                    },
+                    rec.next_avail,
+                    rec.last_used
+                );
+            }
+        }
+        header.encode(mem.bytes_mut());
     }
 
     if no_kexec {
@@ -689,6 +953,23 @@ fn stage1(
         devs.len()
     );
     drain_stdout();
+    // The host's mark of the moment: a marker frame from each receiving
+    // device, the last thing before reboot() (the host has it once the device
+    // has used it). Frames the devices receive from now on stay in the rings
+    // for stage 2.
+    for r in rxs.iter_mut() {
+        let d = &mut header.devices[r.index];
+        let Some(v) = d.virtio.as_mut() else {
+            continue;
+        };
+        let received = v.rx.map_or(0, |x| x.received);
+        r.net
+            .send_marker(&mem, &r.txq, v, virtio::MARKER_LEAVE, received)
+            .map_err(virtio_failed(&d.bdf))?;
+    }
+    if !rxs.is_empty() {
+        header.encode(mem.bytes_mut());
+    }
     // SAFETY: sync() has no preconditions.
     unsafe { libc::sync() };
     // SAFETY: reboot() with LINUX_REBOOT_CMD_KEXEC either does not return or
@@ -701,8 +982,21 @@ fn stage1(
     ))
 }
 
-fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
-    say!("stage 2 (new kernel): retrieving LUO session '{session_name}'");
+/// Stage 2's first read of a receive queue: what the device wrote into the
+/// guest memory while no VMM ran.
+struct FirstRead {
+    index: usize,
+    /// The used ring's index as stage 1 left it, and as the first read found it.
+    before: u16,
+    used: u16,
+    /// The descriptors taken, to give back once the device is back.
+    ids: Vec<u16>,
+    stats: rx::Stats,
+}
+
+fn stage2(session_name: &str, require_kept: bool, rx_secs: f64) -> Result<()> {
+    // The first actions: the session, the guest memory and what the
+    // receive queues hold; the lines are printed afterwards.
     let session: Session = {
         let luo = Orchestrator::open().map_err(|e| {
             failed("open /dev/liveupdate")(e).hint(
@@ -715,8 +1009,6 @@ fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
             "LIVEUPDATE_IOCTL_RETRIEVE_SESSION '{session_name}'"
         )))?
     };
-    say!("retrieved LUO session '{session_name}'");
-
     // The guest memory first: its header lists the devices.
     let mfd = session
         .retrieve_fd(MEMFD_TOKEN)
@@ -724,6 +1016,44 @@ fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
     let mut mem = GuestMemory::from_fd(mfd).map_err(failed("guest memory: mmap"))?;
     let mut header = Header::decode(mem.bytes())
         .map_err(failed("guest memory: no stage 1 header in the memfd"))?;
+    // What the receive queues got while no VMM ran, from the memory alone:
+    // the devices are not even retrieved yet.
+    let mut first = Vec::new();
+    for (index, d) in header.devices.iter_mut().enumerate() {
+        let Some(rec) = d.virtio.as_mut().and_then(|v| v.rx.as_mut()) else {
+            continue;
+        };
+        let before = rec.last_used;
+        let mut stats = rx::Stats::after(rec.last_seq.map(|s| (s, rec.last_sent_us)));
+        let (ids, frames) = rx::poll(&mem, rec).map_err(failed(format!(
+            "{}: rx: first read of the used ring in the guest memory",
+            d.bdf
+        )))?;
+        stats.add(&frames);
+        first.push(FirstRead {
+            index,
+            before,
+            used: rec.last_used,
+            ids,
+            stats,
+        });
+    }
+    let (first_up, _) = timestamp();
+    say!("stage 2 (new kernel): retrieved LUO session '{session_name}'");
+    for f in &first {
+        let d = &header.devices[f.index];
+        say!(
+            "{}: rx: first read (uptime {first_up:.3} s; right after the session and the \
+             memfd, before any device is retrieved): used.idx {} (stage 1 consumed up to {}): \
+             {} frame(s) written into the guest memory while no VMM ran: seq {}; {}",
+            d.bdf,
+            f.used,
+            f.before,
+            f.stats.seqs.len(),
+            f.stats.runs(),
+            f.stats.gap_text()
+        );
+    }
     say!(
         "guest memory memfd retrieved ({} KiB); stage 1 recorded {} device(s), IOVA {:#x}",
         mem.len() / 1024,
@@ -816,13 +1146,36 @@ fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
         memory::IOVA,
         mem.user_va()
     );
+    let recorded = mem.read_phys_table();
+    if !recorded.is_empty() {
+        let (phys, runs) = phys_table(&iommufd, &ioas)?;
+        if let Some(p) = (0..recorded.len()).find(|&p| phys.get(p) != recorded.get(p)) {
+            return Err(Failure::new(
+                format!(
+                    "guest memory: page {p} of the DMA area at physical address {:#x}, stage 1 \
+                     recorded {:#x}",
+                    phys.get(p).copied().unwrap_or_default(),
+                    recorded[p]
+                ),
+                libc::ESTALE,
+            ));
+        }
+        say!(
+            "physical addresses of the DMA area (IOMMU_IOAS_NOIOMMU_GET_PA): {} pages from \
+             {:#x} in {runs} run(s), the same as stage 1 recorded: the memory the devices write \
+             is where it was",
+            phys.len(),
+            phys.first().copied().unwrap_or_default()
+        );
+        mem.set_phys(phys);
+    }
 
     // The memory as stage 1 left it.
     let bytes = &mem.bytes()[..memory::PATTERN_END];
     let mut bad = bytes
         .iter()
         .enumerate()
-        .skip(memory::HEADER_SIZE)
+        .skip(memory::PATTERN_START)
         .filter(|&(off, &b)| b != memory::pattern(off));
     if let Some((off, &b)) = bad.next() {
         let count = 1 + bad.count();
@@ -836,28 +1189,89 @@ fn stage2(session_name: &str, require_kept: bool) -> Result<()> {
     }
     say!(
         "guest memory intact: {} bytes of the test pattern as stage 1 wrote them",
-        bytes.len() - memory::HEADER_SIZE
+        bytes.len() - memory::PATTERN_START
     );
 
     // What the live update did to each device, and the virtio-net devices
     // back at work.
     let mut frames = 0;
-    for (dev, rec) in devs.iter().zip(header.devices.iter_mut()) {
-        let kept = live_update_outcome(dev, rec.mode, require_kept)?;
+    let mut rxs: Vec<RxDev> = Vec::new();
+    for (index, (dev, rec)) in devs.iter().zip(header.devices.iter_mut()).enumerate() {
+        let outcome = live_update_outcome(dev, rec.mode, require_kept)?;
         if is_igb(&rec.identity) {
-            igb_check_mark(dev, kept)?;
+            igb_check_mark(dev, outcome != Outcome::Reset)?;
         }
         let Some(vrec) = rec.virtio.as_mut() else {
             continue;
         };
-        if kept {
-            resume_virtio_net(dev, &mem, vrec)?;
-        } else {
-            reinit_virtio_net(dev, &mem, vrec)?;
+        let bdf = dev.bdf.as_str();
+        let fr = first.iter().find(|f| f.index == index);
+        let (net, txq) = match outcome {
+            Outcome::Running => resume_running(dev, &mem, vrec, fr.map(|f| f.used))?,
+            Outcome::Kept => resume_virtio_net(dev, &mem, vrec, fr.map(|f| f.used))?,
+            Outcome::Reset => reinit_virtio_net(dev, &mem, vrec)?,
+        };
+        let Some(rxrec) = vrec.rx.as_mut() else {
+            send_frames(&net, bdf, &mem, &txq, vrec)?;
+            frames += vrec.next_seq;
+            continue;
+        };
+        if outcome != Outcome::Reset {
+            // The buffers the first read took, available again.
+            if let Some(f) = fr {
+                rx::give_back(&mem, rxrec, &f.ids)
+                    .map_err(failed(format!("{bdf}: rx: giving buffers back")))?;
+            }
         }
-        frames += vrec.next_seq;
+        let prev = rxrec.last_seq.map(|s| (s, rxrec.last_sent_us));
+        let received = rxrec.received;
+        let notify = net.rx_notify().map_err(virtio_failed(bdf))?;
+        net.kick_rx(notify).map_err(virtio_failed(bdf))?;
+        net.send_marker(&mem, &txq, vrec, virtio::MARKER_BACK, received)
+            .map_err(virtio_failed(bdf))?;
+        let (up, _) = timestamp();
+        say!(
+            "{bdf}: rx: marker frame BACK sent (uptime {up:.3} s), the device {}",
+            match outcome {
+                Outcome::Running => "still running",
+                Outcome::Kept => "resumed",
+                Outcome::Reset => "re-initialised",
+            }
+        );
+        rxs.push(RxDev {
+            index,
+            net,
+            txq,
+            notify,
+            stats: rx::Stats::after(prev),
+        });
     }
-    if frames > 0 {
+    if !rxs.is_empty() {
+        let start = Instant::now();
+        receive(&mem, &mut header, &mut rxs, rx_secs)?;
+        let took = start.elapsed().as_secs_f64();
+        for r in &rxs {
+            let d = &header.devices[r.index];
+            let rec = d.virtio.as_ref().and_then(|v| v.rx).unwrap_or_default();
+            say!(
+                "{}: rx: stage 2: received {} frame(s) after the first read, in {took:.1} s: \
+                 seq {}; {}{}; {} frame(s) over both stages; ring indices avail {} used {}",
+                d.bdf,
+                r.stats.seqs.len(),
+                r.stats.runs(),
+                r.stats.gap_text(),
+                if r.stats.other > 0 {
+                    format!("; {} other frame(s)", r.stats.other)
+                } else {
+                    String::new()
+                },
+                rec.received,
+                rec.next_avail,
+                rec.last_used
+            );
+        }
+    }
+    if frames > 0 || !rxs.is_empty() {
         header.encode(mem.bytes_mut());
     }
 
@@ -964,10 +1378,22 @@ fn igb_check_mark(dev: &Device, kept: bool) -> Result<()> {
     Ok(())
 }
 
+/// What the live update did to a device, as its retrieved file says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Reset (or its state lost).
+    Reset,
+    /// Kept, its DMA stopped (Bus Master off).
+    Kept,
+    /// Kept running: Bus Master stayed on, DMA never stopped.
+    Running,
+}
+
 /// Asks the retrieved device what the live update did to it (stage 1 chose
-/// `mode`); true if its state was kept. A kernel without the feature
-/// (`ENOTTY`) resets every device.
-fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bool> {
+/// `mode`). A kernel without the feature (`ENOTTY`) resets every device.
+/// With `require_kept`, a device that did not get the mode stage 1 asked
+/// for (kept, or running) fails the VMM.
+fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<Outcome> {
     let lu = match dev.get_liveupdate() {
         Ok(lu) => lu,
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
@@ -977,7 +1403,7 @@ fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bo
                 dev.bdf,
                 mode_name(mode)
             );
-            return Ok(false);
+            return Ok(Outcome::Reset);
         }
         Err(e) => {
             return Err(failed(format!(
@@ -987,12 +1413,16 @@ fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bo
         }
     };
     let kept = lu.flags & VFIO_DEVICE_LIVEUPDATE_KEPT != 0;
+    let running = lu.flags & VFIO_DEVICE_LIVEUPDATE_RUNNING != 0;
     let mut flags = Vec::new();
     if lu.flags & VFIO_DEVICE_LIVEUPDATE_RETRIEVED != 0 {
         flags.push("RETRIEVED");
     }
     if kept {
         flags.push("KEPT");
+    }
+    if running {
+        flags.push("RUNNING");
     }
     say!(
         "{}: VFIO_DEVICE_FEATURE_LIVEUPDATE GET: mode {}, flags {:#x} ({}), supported {:#x} \
@@ -1017,7 +1447,7 @@ fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bo
             libc::EPROTO,
         ));
     }
-    if kept && mode != VFIO_DEVICE_LIVEUPDATE_KEEP {
+    if kept && mode == VFIO_DEVICE_LIVEUPDATE_RESET {
         return Err(Failure::new(
             format!(
                 "{}: the device was kept, stage 1 chose {}",
@@ -1027,30 +1457,92 @@ fn live_update_outcome(dev: &Device, mode: u32, require_kept: bool) -> Result<bo
             libc::EPROTO,
         ));
     }
-    if !kept && mode == VFIO_DEVICE_LIVEUPDATE_KEEP {
+    if running && (mode != VFIO_DEVICE_LIVEUPDATE_RUN || !kept) {
+        return Err(Failure::new(
+            format!(
+                "{}: flags {:#x}: RUNNING, but stage 1 chose {}{}",
+                dev.bdf,
+                lu.flags,
+                mode_name(mode),
+                if kept { "" } else { " and KEPT is missing" }
+            ),
+            libc::EPROTO,
+        ));
+    }
+    let wanted = match mode {
+        VFIO_DEVICE_LIVEUPDATE_RUN => Some(("keep the device running", running)),
+        VFIO_DEVICE_LIVEUPDATE_KEEP => Some(("keep the device", kept)),
+        _ => None,
+    };
+    if let Some((what, false)) = wanted {
         if require_kept {
             return Err(Failure::new(
                 format!(
-                    "{}: stage 1 asked to keep the device, the live update reset it",
-                    dev.bdf
+                    "{}: stage 1 asked to {what}, the live update did not (flags {:#x})",
+                    dev.bdf, lu.flags
                 ),
                 libc::EPROTO,
             )
             .hint("the kernel log says why the state of the kept device was lost"));
         }
         say!(
-            "{}: stage 1 asked to keep the device, the live update reset it",
-            dev.bdf
+            "{}: stage 1 asked to {what}, the live update did not (flags {:#x})",
+            dev.bdf,
+            lu.flags
         );
     }
-    Ok(kept)
+    Ok(if running {
+        Outcome::Running
+    } else if kept {
+        Outcome::Kept
+    } else {
+        Outcome::Reset
+    })
+}
+
+/// A receive queue's device ring after the live update, against what the
+/// first read found (`first_used`): a running device moves it on (or not),
+/// a stopped one must not have.
+fn check_rx_used(
+    bdf: &str,
+    mem: &GuestMemory,
+    rec: &VirtioRecord,
+    first_used: Option<u16>,
+    running: bool,
+) -> Result<Option<(u16, u16)>> {
+    let (Some(rx), Some(first)) = (rec.rx.as_ref(), first_used) else {
+        return Ok(None);
+    };
+    let used = rx::used_idx(mem, rx).map_err(failed(format!("{bdf}: rx: reading used.idx")))?;
+    let avail = rx::avail_idx(mem, rx).map_err(failed(format!("{bdf}: rx: reading avail.idx")))?;
+    let moved = used.wrapping_sub(first);
+    if avail != rx.next_avail || (!running && moved != 0) || moved > rx.queue_size {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: rx: avail.idx {avail} (stage 1 left {}), used.idx {used} (the first \
+                 read found {first}){}",
+                rx.next_avail,
+                if running {
+                    ""
+                } else {
+                    ": a device whose DMA the update stopped wrote into the ring"
+                }
+            ),
+            libc::ESTALE,
+        ));
+    }
+    Ok(Some((first, used)))
 }
 
 /// A virtio-net device the live update kept: its common configuration as
-/// stage 1 left it, Bus Master off; then Bus Master and DRIVER_OK again, and
-/// frames from the same queue, the ring indices and sequence numbers
-/// continued.
-fn resume_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) -> Result<()> {
+/// stage 1 left it, Bus Master off; then Bus Master and DRIVER_OK again; its
+/// transmit queue resumed, ring indices and sequence numbers continued.
+fn resume_virtio_net<'a>(
+    dev: &'a Device,
+    mem: &GuestMemory,
+    rec: &mut VirtioRecord,
+    first_used: Option<u16>,
+) -> Result<(VirtioNet<'a>, TxQueue)> {
     let bdf = dev.bdf.as_str();
     let net = VirtioNet::probe(dev).map_err(virtio_failed(bdf))?;
     let state = net.common_state().map_err(virtio_failed(bdf))?;
@@ -1078,7 +1570,7 @@ fn resume_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) ->
     }
     say!(
         "{bdf}: virtio-net: kept: device status {:#04x}{}, features {:#x}, TX queue {} size {} \
-         at IOVAs {:#x}/{:#x}/{:#x}, enabled, MSI-X vectors {}/{}: as stage 1 left them",
+         at {:#x}/{:#x}/{:#x}, enabled, MSI-X vectors {}/{}{}: as stage 1 left them",
         state.status,
         if state.status & virtio::DRIVER_OK == 0 {
             " (DRIVER_OK dropped with Bus Master)"
@@ -1092,7 +1584,8 @@ fn resume_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) ->
         state.driver,
         state.device,
         virtio::vector_text(state.msix_config),
-        virtio::vector_text(state.queue_msix_vector)
+        virtio::vector_text(state.queue_msix_vector),
+        rx_regs_text(&state, rec)
     );
     let queue = net.resume_queue(mem, rec).map_err(virtio_failed(bdf))?;
     let cmd = net.command().map_err(virtio_failed(bdf))?;
@@ -1111,25 +1604,125 @@ fn resume_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) ->
         rec.next_avail,
         rec.last_used
     );
+    if let Some((first, used)) = check_rx_used(bdf, mem, rec, first_used, false)? {
+        say!(
+            "{bdf}: rx: used.idx {used}, as the first read found it ({first}): the device \
+             wrote nothing since the kexec"
+        );
+    }
     let cmd = net.bus_master_on().map_err(virtio_failed(bdf))?;
     let status = net.driver_ok().map_err(virtio_failed(bdf))?;
     say!(
         "{bdf}: Bus Master on (Command register {cmd:#06x}), DRIVER_OK again (device status \
          {status:#04x}): resumed without re-initialisation"
     );
-    send_frames(&net, bdf, mem, &queue, rec)
+    Ok((net, queue))
+}
+
+/// ", RX queue 0 size N at a/b/c, enabled" for a device with a receive queue.
+fn rx_regs_text(state: &virtio::CommonState, rec: &VirtioRecord) -> String {
+    if rec.rx.is_none() {
+        return String::new();
+    }
+    format!(
+        ", RX queue {} size {} at {:#x}/{:#x}/{:#x}, enabled {}, MSI-X vector {}",
+        rx::RX_QUEUE,
+        state.rx_size,
+        state.rx_desc,
+        state.rx_driver,
+        state.rx_device,
+        state.rx_enable,
+        virtio::vector_text(state.rx_msix_vector)
+    )
+}
+
+/// A virtio-net device the live update kept running (mode RUN): DRIVER_OK
+/// still set, Bus Master still on, every register as stage 1 left it, and
+/// its receive queue moved on by itself; nothing to do to resume it.
+fn resume_running<'a>(
+    dev: &'a Device,
+    mem: &GuestMemory,
+    rec: &mut VirtioRecord,
+    first_used: Option<u16>,
+) -> Result<(VirtioNet<'a>, TxQueue)> {
+    let bdf = dev.bdf.as_str();
+    let net = VirtioNet::probe(dev).map_err(virtio_failed(bdf))?;
+    let state = net.common_state().map_err(virtio_failed(bdf))?;
+    let expected = virtio::ACKNOWLEDGE | virtio::DRIVER | virtio::FEATURES_OK | virtio::DRIVER_OK;
+    if state.status != expected {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: virtio-net: device status {:#04x} after a live update that kept it \
+                 running, expected {expected:#04x} (ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK)",
+                state.status
+            ),
+            libc::ESTALE,
+        ));
+    }
+    let diffs = net.compare(&state, rec);
+    if !diffs.is_empty() {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: virtio-net: common config changed by the live update: {}",
+                diffs.join(", ")
+            ),
+            libc::ESTALE,
+        ));
+    }
+    let cmd = net.command().map_err(virtio_failed(bdf))?;
+    if cmd & vfio::PCI_COMMAND_MASTER == 0 {
+        return Err(Failure::new(
+            format!(
+                "{bdf}: Command register {cmd:#06x}: Bus Master off after a live update that \
+                 kept the device running"
+            ),
+            libc::EPROTO,
+        ));
+    }
+    let queue = net.resume_queue(mem, rec).map_err(virtio_failed(bdf))?;
+    say!(
+        "{bdf}: virtio-net: running: device status {:#04x} (DRIVER_OK kept), Bus Master on \
+         (Command register {cmd:#06x}), features {:#x}, TX queue {} size {} at \
+         {:#x}/{:#x}/{:#x}, enabled, MSI-X vectors {}/{}{}, TX ring indices avail {} used {}: \
+         as stage 1 left them, never stopped nor reset",
+        state.status,
+        state.features,
+        rec.queue,
+        state.queue_size,
+        state.desc,
+        state.driver,
+        state.device,
+        virtio::vector_text(state.msix_config),
+        virtio::vector_text(state.queue_msix_vector),
+        rx_regs_text(&state, rec),
+        rec.next_avail,
+        rec.last_used
+    );
+    if let Some((first, used)) = check_rx_used(bdf, mem, rec, first_used, true)? {
+        say!(
+            "{bdf}: rx: used.idx {used}: {} more frame(s) written since the first read \
+             ({first}), the device still receiving",
+            used.wrapping_sub(first)
+        );
+    }
+    Ok((net, queue))
 }
 
 /// A virtio-net device the live update reset: initialised again with fresh
-/// rings in its DMA slot; its frames continue the sequence numbers.
-fn reinit_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) -> Result<()> {
+/// rings in its DMA slots; its frames continue the sequence numbers, its
+/// receive counts go on.
+fn reinit_virtio_net<'a>(
+    dev: &'a Device,
+    mem: &GuestMemory,
+    rec: &mut VirtioRecord,
+) -> Result<(VirtioNet<'a>, TxQueue)> {
     let bdf = dev.bdf.as_str();
     let net = VirtioNet::probe(dev).map_err(virtio_failed(bdf))?;
     let status = net.status().map_err(virtio_failed(bdf))?;
     say!("{bdf}: virtio-net: device status {status:#04x} after the live update");
     say!("{bdf}: device was reset by the live update: re-initialising virtio-net");
     let Some((mut fresh, queue)) = net
-        .init(mem, rec.slot, rec.next_seq, &mut |line| {
+        .init(mem, rec.slot, rec.next_seq, rec.rx.is_some(), &mut |line| {
             say!("{bdf}: {line}")
         })
         .map_err(virtio_failed(bdf))?
@@ -1149,9 +1742,13 @@ fn reinit_virtio_net(dev: &Device, mem: &GuestMemory, rec: &mut VirtioRecord) ->
             libc::ESTALE,
         ));
     }
-    send_frames(&net, bdf, mem, &queue, &mut fresh)?;
+    if let (Some(new), Some(old)) = (fresh.rx.as_mut(), rec.rx.as_ref()) {
+        new.received = old.received;
+        new.last_seq = old.last_seq;
+        new.last_sent_us = old.last_sent_us;
+    }
     *rec = fresh;
-    Ok(())
+    Ok((net, queue))
 }
 
 fn main() -> ExitCode {
@@ -1162,8 +1759,26 @@ fn main() -> ExitCode {
             no_kexec,
             mode,
             reset_bdfs,
-        } => stage1(&cli.session, bdfs, no_kexec, mode, &reset_bdfs),
-        Stage::Stage2 { require_kept } => stage2(&cli.session, require_kept),
+            keep_bdfs,
+            run_bdfs,
+            rx,
+            rx_secs,
+        } => stage1(
+            &cli.session,
+            bdfs,
+            no_kexec,
+            Modes {
+                default: mode,
+                reset: reset_bdfs,
+                keep: keep_bdfs,
+                run: run_bdfs,
+            },
+            rx.then_some(rx_secs),
+        ),
+        Stage::Stage2 {
+            require_kept,
+            rx_secs,
+        } => stage2(&cli.session, require_kept, rx_secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

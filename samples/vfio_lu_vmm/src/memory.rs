@@ -21,28 +21,50 @@ use std::ptr::NonNull;
 
 use crate::vfio::Identity;
 
-/// End of the part of the memory that only the VMM touches: the header and
-/// the pattern. The devices never write below it.
+/// End of the part of the memory that only the VMM touches: the header, the
+/// table of physical addresses and the pattern. The devices never write
+/// below it.
 pub const PATTERN_END: usize = 1 << 20;
 /// The DMA area of the virtio-net devices starts where the pattern ends.
 pub const DMA_AREA: usize = PATTERN_END;
-/// One DMA slot per driven virtio-net device: its rings and buffers.
+/// One DMA slot per driven virtio-net device: its transmit queue's rings and
+/// buffers.
 pub const DMA_SLOT_SIZE: usize = 16 << 10;
 /// At most this many virtio-net devices are driven (DMA slots).
 pub const MAX_VIRTIO: usize = 8;
+/// The receive queues' slots follow the transmit slots: one per virtio-net
+/// device whose receive queue the VMM drives (`--rx`), for the first
+/// `MAX_RX` of them. A receive slot holds the rings (pages 0 to
+/// `RX_RING_PAGES - 1`, where the driver looks for physically contiguous
+/// runs, see `rx.rs`) and then the buffers.
+pub const RX_AREA: usize = DMA_AREA + MAX_VIRTIO * DMA_SLOT_SIZE;
+pub const MAX_RX: usize = 4;
+pub const PAGE: usize = 4096;
+pub const RX_RING_PAGES: usize = 32;
+pub const RX_BUF_PAGES: usize = 64;
+pub const RX_SLOT_SIZE: usize = (RX_RING_PAGES + RX_BUF_PAGES) * PAGE;
 /// Size of the guest memory.
-pub const SIZE: usize = DMA_AREA + MAX_VIRTIO * DMA_SLOT_SIZE;
+pub const SIZE: usize = RX_AREA + MAX_RX * RX_SLOT_SIZE;
+/// Pages of the DMA area (transmit and receive slots).
+pub const DMA_PAGES: usize = (SIZE - DMA_AREA) / PAGE;
 /// Where the devices see it (IO virtual address), before and after the kexec.
 pub const IOVA: u64 = 0x4000_0000;
-/// The header takes the first page; the pattern fills the rest of the first
-/// MiB.
+/// The header takes the first page.
 pub const HEADER_SIZE: usize = 4096;
+/// The second page: the physical address of every page of the DMA area, as
+/// `IOMMU_IOAS_NOIOMMU_GET_PA` gave them in stage 1 (no-IOMMU mode; a count
+/// of 0 otherwise). Stage 2 checks that the memory is where it was.
+pub const PHYS_TABLE: usize = HEADER_SIZE;
+const _: () = assert!(8 + DMA_PAGES * 8 <= PAGE);
+/// The pattern fills the rest of the first MiB.
+pub const PATTERN_START: usize = PHYS_TABLE + PAGE;
 /// At most this many devices fit in the header.
 pub const MAX_DEVICES: usize = 64;
 
 const MAGIC: &[u8; 8] = b"VFIOLUVM";
-/// Version 2: live update mode per device, virtio-net records, DMA area.
-const VERSION: u32 = 2;
+/// Version 3: live update mode per device, virtio-net records, DMA area,
+/// receive queues and the physical address table.
+const VERSION: u32 = 3;
 const FIXED: usize = 32;
 const BDF_LEN: usize = 16;
 const RECORD: usize = BDF_LEN + 8 + Identity::LEN + 4;
@@ -52,7 +74,9 @@ const RECORD_MODE: usize = BDF_LEN + 8 + Identity::LEN;
 const RECORD_VIRTIO: usize = RECORD_MODE + 1;
 /// The virtio-net records follow the device records.
 const VIRTIO_TABLE: usize = FIXED + MAX_DEVICES * RECORD;
-const _: () = assert!(VIRTIO_TABLE + MAX_VIRTIO * VirtioRecord::LEN <= HEADER_SIZE);
+/// The receive queue records follow, one per receive slot.
+const RX_TABLE: usize = VIRTIO_TABLE + MAX_VIRTIO * VirtioRecord::LEN;
+const _: () = assert!(RX_TABLE + MAX_RX * RxRecord::LEN <= HEADER_SIZE);
 
 /// The byte the pattern has at offset `off` of the memory: it depends on
 /// every bit of the offset, so that a page moved, lost or zeroed shows.
@@ -100,6 +124,92 @@ pub struct VirtioRecord {
     pub last_used: u16,
     /// Sequence number of the next frame.
     pub next_seq: u64,
+    /// The receive queue, if the VMM drives it (its slot is `slot`).
+    pub rx: Option<RxRecord>,
+}
+
+/// A virtio-net device's receive queue (queue 0): its layout in the guest
+/// memory (offsets; the device has the matching bus addresses) and where
+/// the driver stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxRecord {
+    pub queue_size: u16,
+    /// Offsets in the guest memory of the three rings and of the buffers
+    /// (`queue_size` buffers of `buf_len` bytes, none across a page).
+    pub desc_off: u32,
+    pub avail_off: u32,
+    pub used_off: u32,
+    pub buf_off: u32,
+    pub buf_len: u16,
+    /// The addresses the device was given for the rings.
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+    /// The next index of the avail ring, and the used ring's index the
+    /// driver has consumed.
+    pub next_avail: u16,
+    pub last_used: u16,
+    /// Frames received so far (both stages).
+    pub received: u64,
+    /// The last of the host's frames received: its sequence number and
+    /// send time (microseconds).
+    pub last_seq: Option<u64>,
+    pub last_sent_us: u64,
+}
+
+impl RxRecord {
+    pub const LEN: usize = 80;
+
+    fn encode(&self, r: &mut [u8]) {
+        r[..Self::LEN].fill(0);
+        r[0..2].copy_from_slice(&self.queue_size.to_le_bytes());
+        r[2..4].copy_from_slice(&self.buf_len.to_le_bytes());
+        r[4..8].copy_from_slice(&self.desc_off.to_le_bytes());
+        r[8..12].copy_from_slice(&self.avail_off.to_le_bytes());
+        r[12..16].copy_from_slice(&self.used_off.to_le_bytes());
+        r[16..20].copy_from_slice(&self.buf_off.to_le_bytes());
+        r[20..22].copy_from_slice(&self.next_avail.to_le_bytes());
+        r[22..24].copy_from_slice(&self.last_used.to_le_bytes());
+        r[24..32].copy_from_slice(&self.desc.to_le_bytes());
+        r[32..40].copy_from_slice(&self.driver.to_le_bytes());
+        r[40..48].copy_from_slice(&self.device.to_le_bytes());
+        r[48..56].copy_from_slice(&self.received.to_le_bytes());
+        // 0: none, else the sequence number + 1.
+        let last = self.last_seq.map_or(0, |s| s + 1);
+        r[56..64].copy_from_slice(&last.to_le_bytes());
+        r[64..72].copy_from_slice(&self.last_sent_us.to_le_bytes());
+    }
+
+    fn decode(r: &[u8]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([r[i], r[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&r[i..i + 8]);
+            u64::from_le_bytes(v)
+        };
+        Self {
+            queue_size: u16_at(0),
+            buf_len: u16_at(2),
+            desc_off: u32_at(4),
+            avail_off: u32_at(8),
+            used_off: u32_at(12),
+            buf_off: u32_at(16),
+            next_avail: u16_at(20),
+            last_used: u16_at(22),
+            desc: u64_at(24),
+            driver: u64_at(32),
+            device: u64_at(40),
+            received: u64_at(48),
+            last_seq: u64_at(56).checked_sub(1),
+            last_sent_us: u64_at(64),
+        }
+    }
+}
+
+/// The offset in the guest memory of receive slot `slot`.
+pub fn rx_slot(slot: u8) -> usize {
+    RX_AREA + slot as usize * RX_SLOT_SIZE
 }
 
 impl VirtioRecord {
@@ -109,6 +219,7 @@ impl VirtioRecord {
     fn encode(&self, r: &mut [u8]) {
         r[..Self::LEN].fill(0);
         r[0] = self.slot;
+        r[1] = u8::from(self.rx.is_some());
         r[2..8].copy_from_slice(&self.mac);
         r[8..16].copy_from_slice(&self.features.to_le_bytes());
         r[16..18].copy_from_slice(&self.queue.to_le_bytes());
@@ -146,6 +257,7 @@ impl VirtioRecord {
             next_avail: u16_at(48),
             last_used: u16_at(50),
             next_seq: u64_at(56),
+            rx: None,
         }
     }
 }
@@ -188,6 +300,11 @@ impl Header {
                 r[RECORD_VIRTIO] = v.slot + 1;
                 let at = VIRTIO_TABLE + v.slot as usize * VirtioRecord::LEN;
                 v.encode(&mut out[at..at + VirtioRecord::LEN]);
+                if let Some(rx) = &v.rx {
+                    // Only the first MAX_RX slots have a receive queue.
+                    let at = RX_TABLE + v.slot as usize * RxRecord::LEN;
+                    rx.encode(&mut out[at..at + RxRecord::LEN]);
+                }
             }
         }
     }
@@ -219,9 +336,16 @@ impl Header {
                 0 => None,
                 s if s <= MAX_VIRTIO => {
                     let at = VIRTIO_TABLE + (s - 1) * VirtioRecord::LEN;
-                    let v = VirtioRecord::decode(&b[at..at + VirtioRecord::LEN]);
+                    let mut v = VirtioRecord::decode(&b[at..at + VirtioRecord::LEN]);
                     if v.slot as usize != s - 1 {
                         return Err(io::Error::from_raw_os_error(libc::EBADMSG));
+                    }
+                    if b[at + 1] != 0 {
+                        if v.slot as usize >= MAX_RX {
+                            return Err(io::Error::from_raw_os_error(libc::EBADMSG));
+                        }
+                        let at = RX_TABLE + v.slot as usize * RxRecord::LEN;
+                        v.rx = Some(RxRecord::decode(&b[at..at + RxRecord::LEN]));
                     }
                     Some(v)
                 }
@@ -248,6 +372,10 @@ pub struct GuestMemory {
     file: File,
     addr: NonNull<u8>,
     len: usize,
+    /// No-IOMMU mode: the physical address of each page of the DMA area,
+    /// which is what the devices must be given. Empty: the devices go
+    /// through an IOMMU and take `IOVA + offset`.
+    phys: Vec<u64>,
 }
 
 impl AsRawFd for GuestMemory {
@@ -300,12 +428,65 @@ impl GuestMemory {
         }
         let addr = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
-        Ok(Self { file, addr, len })
+        Ok(Self {
+            file,
+            addr,
+            len,
+            phys: Vec::new(),
+        })
     }
 
     /// Size in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// No-IOMMU mode: the physical address of each page of the DMA area
+    /// (`DMA_PAGES` of them), from `IOMMU_IOAS_NOIOMMU_GET_PA`.
+    pub fn set_phys(&mut self, phys: Vec<u64>) {
+        self.phys = phys;
+    }
+
+    /// The physical addresses of the DMA area's pages; empty if the devices
+    /// go through an IOMMU.
+    pub fn phys(&self) -> &[u64] {
+        &self.phys
+    }
+
+    /// The address a device must be given for offset `off` of the DMA area:
+    /// its physical address in no-IOMMU mode, else its IOVA.
+    pub fn bus(&self, off: usize) -> u64 {
+        if self.phys.is_empty() || off < DMA_AREA {
+            return IOVA + off as u64;
+        }
+        let page = (off - DMA_AREA) / PAGE;
+        self.phys
+            .get(page)
+            .map_or(IOVA + off as u64, |pa| pa + (off % PAGE) as u64)
+    }
+
+    /// Writes the physical address table (page `PHYS_TABLE`): a count, then
+    /// one address per page of the DMA area.
+    pub fn write_phys_table(&mut self) {
+        let phys = self.phys.clone();
+        let t = &mut self.bytes_mut()[PHYS_TABLE..PHYS_TABLE + PAGE];
+        t.fill(0);
+        t[0..8].copy_from_slice(&(phys.len() as u64).to_le_bytes());
+        for (i, pa) in phys.iter().enumerate() {
+            t[8 + 8 * i..16 + 8 * i].copy_from_slice(&pa.to_le_bytes());
+        }
+    }
+
+    /// The physical address table stage 1 wrote (empty: none).
+    pub fn read_phys_table(&self) -> Vec<u64> {
+        let t = &self.bytes()[PHYS_TABLE..PHYS_TABLE + PAGE];
+        let u64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&t[i..i + 8]);
+            u64::from_le_bytes(v)
+        };
+        let n = (u64_at(0) as usize).min(DMA_PAGES);
+        (0..n).map(|i| u64_at(8 + 8 * i)).collect()
     }
 
     /// The user virtual address of the mapping, as `IOMMU_IOAS_MAP` takes it.
@@ -363,6 +544,17 @@ impl GuestMemory {
         let p = self.dma_ptr(off, 4, 4)?.cast::<u32>();
         // SAFETY: as in dma_read16().
         Ok(u32::from_le(unsafe { p.read_volatile() }))
+    }
+
+    /// Copies `buf.len()` bytes at `off` of the DMA area, byte by byte
+    /// (volatile).
+    pub fn dma_read(&self, off: usize, buf: &mut [u8]) -> io::Result<()> {
+        let p = self.dma_ptr(off, buf.len(), 1)?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: `p + i` is inside the range dma_ptr() checked.
+            *b = unsafe { p.add(i).read_volatile() };
+        }
+        Ok(())
     }
 
     /// Writes `val` little-endian at `off` of the DMA area (volatile).

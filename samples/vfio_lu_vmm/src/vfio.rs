@@ -47,21 +47,27 @@ pub const VFIO_DEVICE_FEATURE_LIVEUPDATE: u32 = 14;
 /// Live update modes, `vfio_device_feature_liveupdate.mode`.
 pub const VFIO_DEVICE_LIVEUPDATE_RESET: u32 = 0;
 pub const VFIO_DEVICE_LIVEUPDATE_KEEP: u32 = 1;
+/// Issue 16: the device keeps running through the update, Bus Master on
+/// (VFIO no-IOMMU devices only).
+pub const VFIO_DEVICE_LIVEUPDATE_RUN: u32 = 2;
 /// `vfio_device_feature_liveupdate.flags` (GET): the file came from a live
 /// update, and the device's state was kept by it.
 pub const VFIO_DEVICE_LIVEUPDATE_RETRIEVED: u32 = 1 << 0;
 pub const VFIO_DEVICE_LIVEUPDATE_KEPT: u32 = 1 << 1;
+/// GET: Bus Master stayed on through the update: the device's DMA never
+/// stopped (mode RUN).
+pub const VFIO_DEVICE_LIVEUPDATE_RUNNING: u32 = 1 << 2;
 
 /// `struct vfio_device_feature_liveupdate`, the payload of
 /// `VFIO_DEVICE_FEATURE_LIVEUPDATE`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiveUpdateFeature {
-    /// `VFIO_DEVICE_LIVEUPDATE_RESET` or `_KEEP`.
+    /// `VFIO_DEVICE_LIVEUPDATE_RESET`, `_KEEP` or `_RUN`.
     pub mode: u32,
     /// GET: the modes SET accepts, a bitmask of `1 << mode`.
     pub supported: u32,
-    /// GET: `VFIO_DEVICE_LIVEUPDATE_RETRIEVED`, `_KEPT`.
+    /// GET: `VFIO_DEVICE_LIVEUPDATE_RETRIEVED`, `_KEPT`, `_RUNNING`.
     pub flags: u32,
     /// Must be 0.
     pub reserved: u32,
@@ -87,6 +93,9 @@ pub const PCI_CAPABILITY_LIST: u64 = 0x34;
 
 /// Where the kernel lists PCI devices.
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+/// How VFIO names the cdev of a device in no-IOMMU mode.
+pub const NOIOMMU_PREFIX: &str = "noiommu-vfio";
+
 /// Where vfio-pci lists the devices bound to it.
 pub const VFIO_PCI_DRIVER: &str = "/sys/bus/pci/drivers/vfio-pci";
 
@@ -137,12 +146,14 @@ pub fn vfio_pci_devices() -> io::Result<Vec<String>> {
 }
 
 /// `/dev/vfio/devices/vfioN` of a device bound to vfio-pci, found through
-/// `/sys/bus/pci/devices/<bdf>/vfio-dev/vfioN`.
+/// `/sys/bus/pci/devices/<bdf>/vfio-dev/vfioN` (`noiommu-vfioN` for a
+/// device in VFIO's no-IOMMU mode).
 pub fn cdev_path(bdf: &str) -> io::Result<PathBuf> {
     let dir = Path::new(PCI_DEVICES).join(bdf).join("vfio-dev");
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
-        if name.to_string_lossy().starts_with("vfio") {
+        let text = name.to_string_lossy();
+        if text.starts_with("vfio") || text.starts_with(NOIOMMU_PREFIX) {
             return Ok(Path::new("/dev/vfio/devices").join(name));
         }
     }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A minimal modern virtio-pci (virtio 1.x) driver for the transmit queue of
-//! a virtio-net device, over its VFIO device file: the device is set up and
-//! driven from userspace, as a VMM's guest would drive it, and resumed after
-//! a live update.
+//! A minimal modern virtio-pci (virtio 1.x) driver for a virtio-net device's
+//! transmit queue (queue 1) and, with `--rx`, its receive queue (queue 0;
+//! the rings in memory are `rx.rs`'s), over its VFIO device file: the device
+//! is set up and driven from userspace, as a VMM's guest would drive it, and
+//! resumed after a live update.
 //!
 //! Everything goes through the device file with `pread`/`pwrite` (no mmap):
 //! the configuration space through the VFIO config region (the capability
@@ -11,8 +12,11 @@
 //! guest memory's DMA area (see `memory.rs`), which the device reaches at
 //! `memory::IOVA + offset` through the IOMMU: the driver negotiates
 //! `VIRTIO_F_ACCESS_PLATFORM`, without which the device (QEMU:
-//! `iommu_platform=off`) would take those IOVAs as physical addresses. There
-//! are no interrupts: the driver polls the used ring.
+//! `iommu_platform=off`) would take those IOVAs as physical addresses. In
+//! VFIO's no-IOMMU mode there is no translation: the device is given the
+//! physical addresses of the memory (`GuestMemory::bus`) and
+//! `VIRTIO_F_ACCESS_PLATFORM` is not needed. There are no interrupts: the
+//! driver polls the used rings.
 //!
 //! A frame is a zeroed 12-byte `virtio_net_hdr_v1` followed by an Ethernet
 //! frame: broadcast destination, the device's MAC as source (from its device
@@ -20,12 +24,16 @@
 //! [`ETHERTYPE`], then [`FRAME_MAGIC`] and a little-endian `u64` sequence
 //! number, padded to the 60-byte minimum. The host side of the test
 //! (`scripts/frames.py`) checks that every sequence number arrives once.
+//! A marker frame has [`MARKER_MAGIC`] and a kind instead: it tells the
+//! host's sender of the receive side when to start, and when the VMM leaves
+//! for the kexec and is back.
 
 use std::io;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::memory::{self, GuestMemory, VirtioRecord};
+use crate::rx::{self, RX_QUEUE};
 use crate::vfio::{
     Device, Region, PCI_CAPABILITY_LIST, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
     PCI_STATUS, PCI_STATUS_CAP_LIST,
@@ -61,6 +69,7 @@ pub const QUEUE_SIZE: u16 = 64;
 /// itself stays off: the driver polls.
 pub const MSIX_CONFIG_VECTOR: u16 = 0;
 pub const TX_MSIX_VECTOR: u16 = 1;
+pub const RX_MSIX_VECTOR: u16 = 2;
 /// What the device says of a vector it did not accept.
 pub const NO_VECTOR: u16 = 0xffff;
 
@@ -68,6 +77,16 @@ pub const NO_VECTOR: u16 = 0xffff;
 /// starts their payload.
 pub const ETHERTYPE: u16 = 0x88b5;
 pub const FRAME_MAGIC: &[u8; 8] = b"VFIOLUTX";
+/// The magic of a marker frame (`send_marker`): the VMM tells the host's
+/// sender where it is (`MARKER_*` in the sequence number's place).
+pub const MARKER_MAGIC: &[u8; 8] = b"VFIOLUMK";
+/// The receive queue is set up: the host may start sending.
+pub const MARKER_READY: u64 = 0;
+/// Stage 1's last action before reboot(LINUX_REBOOT_CMD_KEXEC).
+pub const MARKER_LEAVE: u64 = 1;
+/// Stage 2: the device is back in the VMM's hands (sent as early as the
+/// device can transmit: after its bind, and its resume or re-initialisation).
+pub const MARKER_BACK: u64 = 2;
 /// Source MAC of the frames when the device has none to offer
 /// (locally administered).
 const FALLBACK_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -185,6 +204,13 @@ pub struct CommonState {
     pub desc: u64,
     pub driver: u64,
     pub device: u64,
+    /// The receive queue (queue 0).
+    pub rx_size: u16,
+    pub rx_msix_vector: u16,
+    pub rx_enable: u16,
+    pub rx_desc: u64,
+    pub rx_driver: u64,
+    pub rx_device: u64,
 }
 
 /// A virtio-net device driven through its VFIO device file.
@@ -470,7 +496,80 @@ impl<'a> VirtioNet<'a> {
             desc: self.read64(COMMON_QUEUE_DESC, "queue_desc")?,
             driver: self.read64(COMMON_QUEUE_DRIVER, "queue_driver")?,
             device: self.read64(COMMON_QUEUE_DEVICE, "queue_device")?,
+            rx_size: {
+                self.write16(COMMON_QUEUE_SELECT, "queue_select", RX_QUEUE)?;
+                self.read16(COMMON_QUEUE_SIZE, "queue_size")?
+            },
+            rx_msix_vector: self.read16(COMMON_QUEUE_MSIX_VECTOR, "queue_msix_vector")?,
+            rx_enable: self.read16(COMMON_QUEUE_ENABLE, "queue_enable")?,
+            rx_desc: self.read64(COMMON_QUEUE_DESC, "queue_desc")?,
+            rx_driver: self.read64(COMMON_QUEUE_DRIVER, "queue_driver")?,
+            rx_device: self.read64(COMMON_QUEUE_DEVICE, "queue_device")?,
         })
+    }
+
+    /// Where a notification of queue `q` goes (offset in the notify
+    /// structure's region).
+    fn queue_notify(&self, q: u16) -> Result<u64> {
+        self.write16(COMMON_QUEUE_SELECT, "queue_select", q)?;
+        let notify_off = self.read16(COMMON_QUEUE_NOTIFY_OFF, "queue_notify_off")?;
+        let notify = u64::from(notify_off) * u64::from(self.notify_multiplier);
+        if notify + 2 > u64::from(self.notify.length) {
+            return Err(Error::new(
+                format!(
+                    "queue {q}: notify offset {notify:#x} outside the notify structure ({:#x} bytes)",
+                    self.notify.length
+                ),
+                libc::ERANGE,
+            ));
+        }
+        Ok(self.notify.offset + notify)
+    }
+
+    /// The receive queue's notification address.
+    pub fn rx_notify(&self) -> Result<u64> {
+        self.queue_notify(RX_QUEUE)
+    }
+
+    /// Tells the device that the receive queue has new buffers.
+    pub fn kick_rx(&self, notify: u64) -> Result<()> {
+        self.dev
+            .write_region(&self.notify.region, notify, &RX_QUEUE.to_le_bytes())
+            .map_err(io_failed(format!(
+                "notifying queue {RX_QUEUE} (notify region offset {notify:#x})"
+            )))
+    }
+
+    /// Sets up the receive queue (queue 0) in receive slot `slot` of `mem`
+    /// (before DRIVER_OK): fresh rings, every buffer available, MSI-X vector
+    /// `RX_MSIX_VECTOR` written (MSI-X stays off), enabled.
+    fn init_rx(&self, mem: &GuestMemory, slot: u8) -> Result<memory::RxRecord> {
+        self.write16(COMMON_QUEUE_SELECT, "queue_select", RX_QUEUE)?;
+        let max = self.read16(COMMON_QUEUE_SIZE, "queue_size")?;
+        let rec = rx::setup(mem, slot, max)
+            .map_err(io_failed(format!(
+                "setting up the rings of queue {RX_QUEUE}"
+            )))?
+            .ok_or_else(|| {
+                Error::new(
+                    format!(
+                        "queue {RX_QUEUE}: no layout fits (device maximum {max}; the rings need \
+                         physically contiguous pages and at least 256 entries)"
+                    ),
+                    libc::ENOSPC,
+                )
+            })?;
+        self.write16(COMMON_QUEUE_SIZE, "queue_size", rec.queue_size)?;
+        self.write16(
+            COMMON_QUEUE_MSIX_VECTOR,
+            "queue_msix_vector",
+            RX_MSIX_VECTOR,
+        )?;
+        self.write64(COMMON_QUEUE_DESC, "queue_desc", rec.desc)?;
+        self.write64(COMMON_QUEUE_DRIVER, "queue_driver", rec.driver)?;
+        self.write64(COMMON_QUEUE_DEVICE, "queue_device", rec.device)?;
+        self.write16(COMMON_QUEUE_ENABLE, "queue_enable", 1)?;
+        Ok(rec)
     }
 
     /// The transmit queue's notification address: notify structure +
@@ -507,6 +606,7 @@ impl<'a> VirtioNet<'a> {
         mem: &GuestMemory,
         slot: u8,
         next_seq: u64,
+        with_rx: bool,
         say: &mut dyn FnMut(String),
     ) -> Result<Option<(VirtioRecord, TxQueue)>> {
         self.reset()?;
@@ -523,7 +623,10 @@ impl<'a> VirtioNet<'a> {
         self.add_status(ACKNOWLEDGE, "ACKNOWLEDGE")?;
         self.add_status(DRIVER, "DRIVER")?;
         let offered = self.device_features()?;
-        let wanted = F_VERSION_1 | F_ACCESS_PLATFORM;
+        // Without an IOMMU (physical addresses) the device need not go
+        // through the platform's DMA translation: there is none.
+        let phys = !mem.phys().is_empty();
+        let wanted = F_VERSION_1 | (offered & F_ACCESS_PLATFORM);
         if offered & F_VERSION_1 == 0 {
             return Err(Error::new(
                 format!(
@@ -532,7 +635,7 @@ impl<'a> VirtioNet<'a> {
                 libc::EOPNOTSUPP,
             ));
         }
-        if offered & F_ACCESS_PLATFORM == 0 {
+        if offered & F_ACCESS_PLATFORM == 0 && !phys {
             say(format!(
                 "virtio-net: device features {offered:#x} lack VIRTIO_F_ACCESS_PLATFORM \
                  (QEMU: iommu_platform=off): its DMA would bypass the IOMMU, not driven"
@@ -545,8 +648,12 @@ impl<'a> VirtioNet<'a> {
         let status = self.add_status(FEATURES_OK, "FEATURES_OK")?;
         say(format!(
             "virtio-net: ACKNOWLEDGE, DRIVER; device offers features {offered:#x}, driver \
-             takes VERSION_1 | ACCESS_PLATFORM ({wanted:#x}); FEATURES_OK kept \
-             (device status {status:#04x})"
+             takes {} ({wanted:#x}); FEATURES_OK kept (device status {status:#04x})",
+            if wanted & F_ACCESS_PLATFORM != 0 {
+                "VERSION_1 | ACCESS_PLATFORM"
+            } else {
+                "VERSION_1 (no IOMMU: physical addresses)"
+            }
         ));
 
         let num_queues = self.read16(COMMON_NUM_QUEUES, "num_queues")?;
@@ -578,7 +685,7 @@ impl<'a> VirtioNet<'a> {
             .map_err(io_failed(format!("zeroing DMA slot {slot}")))?;
         mem.dma_write16(slot_off + AVAIL_OFF, AVAIL_F_NO_INTERRUPT)
             .map_err(io_failed("writing avail.flags"))?;
-        let iova = |off: usize| memory::IOVA + (slot_off + off) as u64;
+        let iova = |off: usize| mem.bus(slot_off + off);
         let (desc, driver, device) = (iova(DESC_OFF), iova(AVAIL_OFF), iova(USED_OFF));
         self.write16(COMMON_QUEUE_SIZE, "queue_size", size)?;
         self.write16(
@@ -599,14 +706,43 @@ impl<'a> VirtioNet<'a> {
                 libc::EIO,
             ));
         }
+        let kind = if phys { "physical address" } else { "IOVA" };
         say(format!(
             "virtio-net: TX queue {TX_QUEUE}: size {size} (device maximum {max}), descriptors \
-             at IOVA {desc:#x}, driver ring {driver:#x}, device ring {device:#x}; MSI-X vectors \
+             at {kind} {desc:#x}, driver ring {driver:#x}, device ring {device:#x}; MSI-X vectors \
              written {MSIX_CONFIG_VECTOR}/{TX_MSIX_VECTOR}, read back {}/{} (config/queue; \
              MSI-X stays off, the driver polls); enabled",
             vector_text(msix_config),
             vector_text(queue_msix_vector)
         ));
+        let rx = if with_rx {
+            let r = self.init_rx(mem, slot)?;
+            let max = {
+                self.write16(COMMON_QUEUE_SELECT, "queue_select", RX_QUEUE)?;
+                self.read16(COMMON_QUEUE_SIZE, "queue_size")?
+            };
+            say(format!(
+                "virtio-net: RX queue {RX_QUEUE}: size {} ({} buffers of {} bytes, all \
+                 available), descriptors at {kind} {:#x}, driver ring {:#x}, device ring {:#x} \
+                 (each physically contiguous), buffers from offset {:#x}; MSI-X vector \
+                 {RX_MSIX_VECTOR} written (MSI-X stays off); enabled{}",
+                r.queue_size,
+                r.queue_size,
+                r.buf_len,
+                r.desc,
+                r.driver,
+                r.device,
+                r.buf_off,
+                if max == r.queue_size {
+                    String::new()
+                } else {
+                    format!(" (queue size register now {max})")
+                }
+            ));
+            Some(r)
+        } else {
+            None
+        };
         // Bus Master before DRIVER_OK: without it the device does no DMA
         // (QEMU accepts the queue set-up above with it off).
         let cmd = self.bus_master_on()?;
@@ -632,6 +768,7 @@ impl<'a> VirtioNet<'a> {
                 next_avail: 0,
                 last_used: 0,
                 next_seq,
+                rx,
             },
             queue,
         )))
@@ -667,6 +804,22 @@ impl<'a> VirtioNet<'a> {
         check("queue_desc", state.desc, rec.desc);
         check("queue_driver", state.driver, rec.driver);
         check("queue_device", state.device, rec.device);
+        if let Some(rx) = &rec.rx {
+            check(
+                "rx queue_size",
+                u64::from(state.rx_size),
+                u64::from(rx.queue_size),
+            );
+            check(
+                "rx queue_msix_vector",
+                u64::from(state.rx_msix_vector),
+                u64::from(RX_MSIX_VECTOR),
+            );
+            check("rx queue_enable", u64::from(state.rx_enable), 1);
+            check("rx queue_desc", state.rx_desc, rx.desc);
+            check("rx queue_driver", state.rx_driver, rx.driver);
+            check("rx queue_device", state.rx_device, rx.device);
+        }
         diffs
     }
 
@@ -710,6 +863,32 @@ impl<'a> VirtioNet<'a> {
         rec: &mut VirtioRecord,
         count: u64,
     ) -> Result<()> {
+        self.transmit(mem, queue, rec, count, None)
+    }
+
+    /// Transmits one marker frame on `queue` (magic [`MARKER_MAGIC`], then
+    /// `kind` and `info` as little-endian `u64`s) and waits until the device
+    /// has used it: the host has it when this returns. Sequence numbers are
+    /// not touched.
+    pub fn send_marker(
+        &self,
+        mem: &GuestMemory,
+        queue: &TxQueue,
+        rec: &mut VirtioRecord,
+        kind: u64,
+        info: u64,
+    ) -> Result<()> {
+        self.transmit(mem, queue, rec, 1, Some((kind, info)))
+    }
+
+    fn transmit(
+        &self,
+        mem: &GuestMemory,
+        queue: &TxQueue,
+        rec: &mut VirtioRecord,
+        count: u64,
+        marker: Option<(u64, u64)>,
+    ) -> Result<()> {
         for _ in 0..count {
             // A full ring: wait for the device to use the oldest buffer.
             if rec.next_avail.wrapping_sub(rec.last_used) >= queue.size {
@@ -722,12 +901,21 @@ impl<'a> VirtioNet<'a> {
             eth[0..6].fill(0xff);
             eth[6..12].copy_from_slice(&rec.mac);
             eth[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-            eth[14..22].copy_from_slice(FRAME_MAGIC);
-            eth[22..30].copy_from_slice(&rec.next_seq.to_le_bytes());
+            match marker {
+                None => {
+                    eth[14..22].copy_from_slice(FRAME_MAGIC);
+                    eth[22..30].copy_from_slice(&rec.next_seq.to_le_bytes());
+                }
+                Some((kind, info)) => {
+                    eth[14..22].copy_from_slice(MARKER_MAGIC);
+                    eth[22..30].copy_from_slice(&kind.to_le_bytes());
+                    eth[30..38].copy_from_slice(&info.to_le_bytes());
+                }
+            }
             let ring_err = io_failed("writing the TX rings");
             let desc = queue.slot_off + DESC_OFF + entry as usize * 16;
             mem.dma_write(buf, &frame)
-                .and_then(|()| mem.dma_write64(desc, memory::IOVA + buf as u64))
+                .and_then(|()| mem.dma_write64(desc, mem.bus(buf)))
                 .and_then(|()| mem.dma_write32(desc + 8, frame.len() as u32))
                 // flags 0 (device-readable, no next), next 0.
                 .and_then(|()| mem.dma_write32(desc + 12, 0))
@@ -749,7 +937,9 @@ impl<'a> VirtioNet<'a> {
                     "notifying queue {TX_QUEUE} (notify region offset {:#x})",
                     queue.notify
                 )))?;
-            rec.next_seq += 1;
+            if marker.is_none() {
+                rec.next_seq += 1;
+            }
         }
         self.wait_used(mem, queue, rec, rec.next_avail)
     }
