@@ -541,6 +541,15 @@ def main():
                        f"(the first one's logs: {args.rundir / 'qemu-aborted'})")
     if args.mode == "demo":
         out += demo_summary(run, console, args, tx)
+        # Selftests that a demo run's lists put before or after the VMM (make
+        # test's run without an IOMMU): their results, as in test mode.
+        tests = [r for r in run.results if r[1] != "vfio_lu_vmm"]
+        if tests:
+            out.append("  the selftests of the run:")
+            for s, p, n, st in tests:
+                word = {"pass": "ok    ", "fail": "FAIL  ", "skip": "SKIP  "}[st]
+                out.append(f"  {word}stage {s}  {p}: {n}")
+            out.append("")
         if rxc:
             out.append("  the receive side: frames the host sent, what each device received "
                        "(scripts/frames.py feed; issue 16):")
