@@ -11,6 +11,7 @@ vfio_pci_lu_reset, in all vfio_pci_lu_freeze_all (first freeze to last reset
 done, with the reset mode).
 """
 import argparse
+import json
 import re
 import statistics
 import sys
@@ -140,9 +141,11 @@ def svg_plot(data, sizes, path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="virtio-net-pci")
+    ap.add_argument("--pause", action="append", type=Path, default=[],
+                    help="a no-IOMMU demo run (its rx.json): the DMA pause per mode")
     args = ap.parse_args()
 
     # (mode, N) -> key -> samples, and how many runs each
@@ -156,9 +159,18 @@ def main():
     sizes = sorted({n for _, n in agg})
     modes = [m for m in ("parallel", "serial", "keep") if any(k[0] == m for k in agg)]
 
-    out = [f"Device: `{args.device}` behind its own PCIe root port, N per run; "
-           f"{min(nruns.values())}–{max(nruns.values())} QEMU run(s) per cell. "
-           "Cells: median (min–max) in ms over every sample of the cell's runs.", ""]
+    out = []
+    if args.pause:
+        out += pause_section(args.pause)
+    if not agg:
+        text = "\n".join(out)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "pause.md").write_text(text)
+        print(text)
+        return
+    out += [f"Device: `{args.device}` behind its own PCIe root port, N per run; "
+            f"{min(nruns.values())}–{max(nruns.values())} QEMU run(s) per cell. "
+            "Cells: median (min–max) in ms over every sample of the cell's runs.", ""]
     # Runs whose first attempt QEMU itself aborted (scripts/vmtest.sh ran them again).
     retried = [(r.name, (r / "qemu-retried").read_text().strip())
                for r in args.runs if (r / "qemu-retried").exists()]
@@ -222,6 +234,46 @@ def main():
     svg_plot(data, sizes, args.out / "freeze.svg")
     print(text)
     print(f"table: {args.out / 'results.md'}, plot: {args.out / 'freeze.svg'}")
+
+
+def pause_section(rundirs):
+    """The DMA pause across the kexec per mode, from each run's rx.json
+    (scripts/vm_report.py): Markdown lines."""
+    def cell(xs):
+        med, lo, hi = stats(xs)
+        return f"{med:.0f} ({lo:.0f}–{hi:.0f})"
+
+    per = defaultdict(lambda: defaultdict(list))
+    windows, intervals = [], []
+    for r in rundirs:
+        rx = json.loads((r / "rx.json").read_text())
+        windows.append(rx["window_s"] * 1000)
+        for d in rx["devices"]:
+            m = per[d["mode"]]
+            if d["pause_ms"] is not None:
+                m["pause"].append(d["pause_ms"])
+            m["sent"].append(d["sent_in_window"])
+            m["in_memory"].append(d["in_memory_during"])
+            if d.get("interval_ms"):
+                intervals.append(d["interval_ms"])
+    out = ["### DMA pause across the kexec (no IOMMU)", "",
+           f"The no-IOMMU demonstration of `make run`, {len(rundirs)} run(s): the sample VMM "
+           "receives on three `virtio-net-pci` devices that the host feeds with numbered frames"
+           + (f" every {statistics.median(intervals):.0f} ms" if intervals else "")
+           + ", one per live update mode. DMA pause: the longest gap between the host send times "
+           "of two consecutive frames the device received, over both kernels. Kexec window: "
+           "from the VMM's last action before `reboot()` to its first action after it, on the "
+           "host's clock (marker frames; an upper bound). Cells: median (min–max).", "",
+           "| mode | DMA pause, ms | frames sent in the window | of them in guest memory during it |",
+           "|---|---|---|---|"]
+    for mode in ("run", "keep", "reset"):
+        m = per.get(mode)
+        if not m:
+            continue
+        out.append(f"| {mode} | {cell(m['pause']) if m['pause'] else '–'} | "
+                   f"{cell(m['sent'])} | {cell(m['in_memory'])} |")
+    out += ["", f"Kexec window: {cell(windows)} ms.", ""]
+    return out
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@
 # freeze time against N (SVG).
 #
 #   scripts/bench.sh [--sizes "1 4 8 16"] [--reps 3] [--device virtio-net-pci]
-#                    [--modes "parallel serial keep"] [--out docs/bench]
+#                    [--modes "parallel serial keep"] [--pause-reps 3] [--out docs/bench]
+#
+# Then the DMA pause across the kexec, --pause-reps times (0: none): the
+# no-IOMMU demonstration of make run (the sample VMM receiving on three
+# virtio-net devices that the host feeds with numbered frames, one in each
+# mode: run, keep, reset); per mode the longest gap between the host send
+# times of two consecutive frames the device received (vm_report.py's rx.json).
 #
 # Every QEMU run is a full two-stage run (scripts/vmtest.sh --mode bench) whose
 # report must pass; its logs stay under build/logs/runs/. The table goes to
@@ -20,6 +26,7 @@ SIZES="1 4 8 16"
 REPS=3
 DEVICE=virtio-net-pci
 MODES="parallel serial keep"
+PAUSE_REPS=
 OUT=$PROJECT/docs/bench
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -27,6 +34,7 @@ while [ $# -gt 0 ]; do
 	--reps) REPS=$2; shift 2 ;;
 	--device) DEVICE=$2; shift 2 ;;
 	--modes) MODES=$2; shift 2 ;;
+	--pause-reps) PAUSE_REPS=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
 	*) die "unknown argument $1" ;;
 	esac
@@ -60,5 +68,19 @@ for n in $SIZES; do
 		done
 	done
 done
-log "$((${#runs[@]})) run(s) in $(( $(date +%s) - t0 )) s"
-python3 "$PROJECT/scripts/bench.py" --out "$OUT" --device "$DEVICE" "${runs[@]}"
+pause=()
+for r in $(seq "${PAUSE_REPS:-$REPS}"); do
+	name=bench-pause-$r
+	log "DMA pause (no IOMMU; run, keep and reset devices), run $r of ${PAUSE_REPS:-$REPS}"
+	ok=1
+	"$PROJECT/scripts/vmtest.sh" --mode demo --lists demorun --noiommu --name "$name" \
+		--devices "virtio-net-rx virtio-net-rx virtio-net-rx" > "$BUILD/bench-run.out" 2>&1 || ok=0
+	rundir=$(sed -n 's/.*, logs: //p' "$BUILD/bench-run.out" | tail -n 1)
+	if [ "$ok" = 0 ] || [ ! -f "$rundir/rx.json" ]; then
+		cat "$BUILD/bench-run.out" >&2
+		die "benchmark run $name failed (logs: ${rundir:-none})"
+	fi
+	pause+=(--pause "$rundir")
+done
+log "$((${#runs[@]} + ${#pause[@]} / 2)) run(s) in $(( $(date +%s) - t0 )) s"
+python3 "$PROJECT/scripts/bench.py" --out "$OUT" --device "$DEVICE" "${pause[@]}" "${runs[@]}"

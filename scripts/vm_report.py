@@ -13,6 +13,7 @@ written by scripts/frames.py). A result marked SKIP or TODO counts as failed.
 Exit status 0 only when all of them passed.
 """
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -468,6 +469,16 @@ def rx_checks(run, rundir):
             lines.append(f"{d.mode.upper()} {d.bdf}, the frames sent during the kexec: {fate}")
     lines.append("(DMA pause: the longest gap between the host send times of two consecutive "
                  "frames the device received)")
+    # For make bench (scripts/bench.py): the same numbers, machine-readable.
+    devices = []
+    for d, n, nwin, nmem, p, _ in rows:
+        times = sorted(d.feed["sent"].values())
+        steps = sorted(b - a for a, b in zip(times, times[1:]))
+        devices.append({"mode": d.mode, "bdf": d.bdf, "received": n,
+                        "sent_in_window": nwin, "in_memory_during": nmem,
+                        "pause_ms": p[0] * 1000 if p else None,
+                        "interval_ms": steps[len(steps) // 2] * 1000 if steps else None})
+    (rundir / "rx.json").write_text(json.dumps({"window_s": width, "devices": devices}, indent=1))
     return checks, lines
 
 
