@@ -97,6 +97,14 @@ fn reset_since(saved: &[u8], now: &[u8]) -> Option<Lost> {
         .map(Lost::Bar)
 }
 
+/// The command register to write back when its decoding bits `have` differ from the recorded
+/// `want`: the recorded decoding bits, bus mastering off, or, for a device of the run mode
+/// (`running`), as it is.
+fn restored_command(want: u16, have: u16, running: bool) -> u16 {
+    let master = if running { have & MASTER } else { 0 };
+    have & !DECODE & !MASTER | master | want & DECODE
+}
+
 /// At retrieve, before the file is handed out: compares the kept device `pdev` with `saved`,
 /// its configuration space as the previous kernel's freeze recorded it. Gives why its state is
 /// taken as lost, if it is (see [`reset_since`]); otherwise writes the decoding bits of the
@@ -127,8 +135,7 @@ pub(crate) fn check_at_retrieve(
     let (want, have) = (cmd(saved), cmd(&now));
     let master = have & MASTER != 0;
     if (want ^ have) & DECODE != 0 {
-        let keep = if running { MASTER } else { 0 };
-        let fixed = have & !DECODE & !(MASTER & !keep) | want & DECODE;
+        let fixed = restored_command(want, have, running);
         // The status half of the dword is written as 0, which clears no status bit.
         match pdev.write_config_dword(COMMAND as u16, u32::from(fixed)) {
             Ok(()) => dev_info!(
@@ -193,6 +200,17 @@ mod tests {
         saved[COMMAND] = 0;
         now = saved;
         assert_eq!(reset_since(&saved, &now), None);
+    }
+
+    #[test]
+    fn decoding_is_restored_and_bus_mastering_left_on_only_in_run_mode() {
+        let want = 0x0106; // memory decoding, bus master, SERR
+        let have = 0x0104; // decoding lost, bus master on
+        assert_eq!(restored_command(want, have, true), 0x0106);
+        assert_eq!(restored_command(want, have, false), 0x0102);
+        // Bus mastering off stays off in both modes.
+        assert_eq!(restored_command(want, 0x0100, true), 0x0102);
+        assert_eq!(restored_command(0x0001, 0x0002, false), 0x0001);
     }
 
     #[test]
