@@ -54,7 +54,7 @@ vm_start test-vmm --mode demo --lists demotest --devices "virtio-net-tx virtio-n
 # its DMA goes on, no frame lost), one kept (KEEP), one reset.
 vm_start test-running --mode demo --lists demoruntest --noiommu \
 	--devices "virtio-net-rx virtio-net-rx virtio-net-rx" \
-	--keep-devices "virtio-rng-pci virtio-rng-pci" "$@"
+	--keep-devices "virtio-rng-pci-bridged virtio-rng-pci" "$@"
 
 # Other kernel configurations must build too (compile only, see the script),
 # at the same time as the rest.

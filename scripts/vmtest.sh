@@ -29,7 +29,8 @@
 # (vfio.enable_unsafe_noiommu_mode=1, which init passes on to the vfio
 # module): the devices' cdevs are noiommu-vfioN and take physical addresses.
 #
-# Device types: virtio-net-pci, virtio-rng-pci, virtio-balloon-pci,
+# Device types: virtio-net-pci, virtio-rng-pci, virtio-rng-pci-bridged (behind
+# a PCIe-to-PCI bridge of its own), virtio-balloon-pci,
 # virtio-keyboard-pci, virtio-serial-pci, virtio-serial-pci-x2 (two functions of one device), igb,
 # edu, and
 # virtio-net-tx: a virtio-net-pci behind the vIOMMU (iommu_platform=on), MAC
@@ -276,6 +277,11 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 		       -device "virtio-net-pci,netdev=n$i,bus=rp$i$IOMMU_PLATFORM,rx_queue_size=1024,mac=52:54:00:4c:55:$(printf %02x "$i")")
 		out+=(1af4:1041); rx_devs+=("$i") ;;
 	virtio-rng-pci) qemu+=(-device "virtio-rng-pci,bus=rp$i"); out+=(1af4:1044) ;;
+	virtio-rng-pci-bridged)	# behind a PCIe-to-PCI bridge, which no driver binds:
+		# its Command register stays as the kexec left it (the port driver
+		# sets Bus Master on root ports)
+		qemu+=(-device "pcie-pci-bridge,id=pb$i,bus=rp$i"
+		       -device "virtio-rng-pci,bus=pb$i,addr=1.0,disable-legacy=on"); out+=(1af4:1044) ;;
 	virtio-balloon-pci) qemu+=(-device "virtio-balloon-pci,bus=rp$i"); out+=(1af4:1045) ;;
 	virtio-keyboard-pci) qemu+=(-device "virtio-keyboard-pci,bus=rp$i"); out+=(1af4:1052) ;;
 	virtio-serial-pci) qemu+=(-device "virtio-serial-pci,bus=rp$i"); out+=(1af4:1043) ;;
@@ -284,7 +290,7 @@ add_device() {	# $1 = type; the vendor:device goes to the array named $2
 		       -device "virtio-serial-pci,bus=rp$i,addr=0.1"); out+=(1af4:1043) ;;
 	igb)            qemu+=(-netdev "user,id=n$i,restrict=on" -device "igb,netdev=n$i,bus=rp$i"); out+=(8086:10c9) ;;
 	edu)            qemu+=(-device "edu,bus=rp$i"); out+=(1234:11e8) ;;
-	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-net-rx virtio-rng-pci virtio-balloon-pci virtio-keyboard-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
+	*) die "unknown device type '$1' (known: virtio-net-pci virtio-net-tx virtio-net-rx virtio-rng-pci virtio-rng-pci-bridged virtio-balloon-pci virtio-keyboard-pci virtio-serial-pci virtio-serial-pci-x2 igb edu)" ;;
 	esac
 }
 for dev in $DEVICES; do add_device "$dev" ids; done

@@ -97,6 +97,19 @@ fn reset_since(saved: &[u8], now: &[u8]) -> Option<Lost> {
         .map(Lost::Bar)
 }
 
+/// Clears bus mastering of `pdev`, which no driver has enabled (a device of the run mode that no
+/// VMM drives): whether it was on.
+pub(crate) fn stop_bus_master(pdev: &pci::Device) -> Result<bool> {
+    // CAST: The command register's offset and its low half.
+    let cmd = pdev.read_config_dword(COMMAND as u16)? as u16;
+    if cmd & MASTER == 0 {
+        return Ok(false);
+    }
+    // The status half of the dword is written as 0, which clears no status bit.
+    pdev.write_config_dword(COMMAND as u16, u32::from(cmd & !MASTER))?;
+    Ok(true)
+}
+
 /// The command register to write back when its decoding bits `have` differ from the recorded
 /// `want`: the recorded decoding bits, bus mastering off, or, for a device of the run mode
 /// (`running`), as it is.

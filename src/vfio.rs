@@ -90,8 +90,8 @@ impl PciDevice {
         unsafe { &*(*self.as_raw()).pdev.cast() }
     }
 
-    /// Quiesces the device and blocks its user for a live update: clears bus mastering, zaps the
-    /// BAR mmaps, revokes the dma-bufs, and makes the device's ioctls, reads, writes and mmaps fail
+    /// Quiesces the device and blocks its user for a live update: clears bus mastering (in the run
+    /// mode, has the PCI core keep it on through the kexec instead), zaps the BAR mmaps, revokes the dma-bufs, and makes the device's ioctls, reads, writes and mmaps fail
     /// with `EIO` until [`PciDevice::unfreeze`]. Returns whether bus mastering was on.
     ///
     /// Fails, and changes nothing, with [`EBUSY`] if userspace has interrupts enabled (checked
@@ -122,9 +122,10 @@ impl PciDevice {
     }
 
     /// The live update preserves a file of the device: returns the mode that its user chose with
-    /// `VFIO_DEVICE_FEATURE_LIVEUPDATE` (`VFIO_DEVICE_LIVEUPDATE_RESET` or `_KEEP`), which cannot
-    /// change from now on until [`PciDevice::lu_unpreserve`]. Fails with [`EBUSY`] if a file of the
-    /// device is preserved already.
+    /// `VFIO_DEVICE_FEATURE_LIVEUPDATE` (`VFIO_DEVICE_LIVEUPDATE_RESET`, `_KEEP` or `_RUN`), which
+    /// cannot change from now on until [`PciDevice::lu_unpreserve`]. Fails with [`EBUSY`] if a
+    /// file of the device is preserved already, or in the run mode while interrupts are enabled,
+    /// and with [`EOPNOTSUPP`] if the device's state can no longer be kept.
     pub(crate) fn lu_preserve(&self) -> Result<u8> {
         // SAFETY: By the type invariants, the device is registered; the call takes its device set
         // lock.
@@ -142,10 +143,12 @@ impl PciDevice {
 
     /// Tells vfio-pci what `VFIO_DEVICE_FEATURE_LIVEUPDATE` reports on the retrieved file of the
     /// device: the mode it was preserved with, whether its state was kept, and whether its DMA
-    /// went on (the first open then leaves bus mastering on).
-    pub(crate) fn lu_retrieved(&self, mode: u8, kept: bool, running: bool) {
+    /// went on (the first open then leaves bus mastering on). Returns whether vfio-pci reports the
+    /// DMA as going on: it stops a running device that it does not drive in no-IOMMU mode.
+    pub(crate) fn lu_retrieved(&self, mode: u8, kept: bool, running: bool) -> bool {
         // SAFETY: By the type invariants, the device is registered.
-        unsafe { bindings::vfio_pci_lu_retrieved(self.as_raw(), mode, kept, running) };
+        let flags = unsafe { bindings::vfio_pci_lu_retrieved(self.as_raw(), mode, kept, running) };
+        flags & bindings::VFIO_DEVICE_LIVEUPDATE_RUNNING != 0
     }
 
     /// Opens the one file through which a device that [`Hold`] holds off may be opened: a file

@@ -202,6 +202,32 @@ struct Preserved {
 }
 
 /// Logs why the freeze of `pdev` was refused by vfio-pci.
+/// Stops the DMA of a device of the run mode (the previous kernel's `data`) that no VMM drives:
+/// clears bus mastering in its command register. Other modes' devices stopped at the freeze.
+fn stop_running(data: &Ser, why: &str) {
+    if !matches!(abi::decode(data), Ok(d) if d.mode == DeviceMode::Run) {
+        return;
+    }
+    let location = abi::decode_location(data);
+    let Some(pdev) = location.find_pci("stop a running device") else {
+        return;
+    };
+    match keep::stop_bus_master(&pdev) {
+        Ok(true) => dev_warn!(
+            pdev.as_ref(),
+            "live update: the device's DMA went on through the kexec, and {}: bus mastering cleared to stop it\n",
+            why
+        ),
+        Ok(false) => {}
+        Err(e) => dev_err!(
+            pdev.as_ref(),
+            "live update: the device's DMA went on through the kexec, and {}; bus mastering cannot be cleared: {:?}\n",
+            why,
+            e
+        ),
+    }
+}
+
 fn log_freeze_refused(pdev: &pci::Device, e: Error) {
     let dev = pdev.as_ref();
     match e {
@@ -308,7 +334,7 @@ impl Handler {
             )
         })?;
         // Only now: with a file made, nobody else has the device open (EBUSY otherwise).
-        core.lu_retrieved(decoded.mode.to_uapi(), kept, running);
+        let running = core.lu_retrieved(decoded.mode.to_uapi(), kept, running);
         dev_dbg!(
             dev,
             "live update: retrieved, {}, mode {}{}{}\n",
@@ -600,6 +626,10 @@ impl liveupdate::FileHandler for Handler {
     fn retrieve(&self, data: &Ser) -> Result<ARef<File>> {
         let began = Instant::<Monotonic>::now();
         let res = self.retrieve_device(data);
+        if res.is_err() {
+            // Nobody will drive it: its DMA must not go on into memory that will be freed.
+            stop_running(data, "its retrieve failed");
+        }
         trace::retrieve(
             &abi::decode_location(data),
             began.elapsed().as_micros_ceil().unsigned_abs(),
@@ -633,8 +663,15 @@ impl liveupdate::FileHandler for Handler {
         }
     }
 
-    fn finish(&self, _file: Option<&File>, data: &Ser, status: RetrieveStatus) {
+    fn finish(&self, file: Option<&File>, data: &Ser, status: RetrieveStatus) {
         let location = abi::decode_location(data);
+        // A session that ends without its VMM having bound the device (one that died, say) frees
+        // the memory the device writes to: a device whose DMA went on must stop first.
+        match (status, file) {
+            (RetrieveStatus::Retrieved, Some(file)) if vfio::file_is_bound(file) => {}
+            (RetrieveStatus::Failed(_), _) => {}
+            _ => stop_running(data, "its session ended before its VMM bound it"),
+        }
         self.shared.devices.finished(&location);
         match status {
             RetrieveStatus::Retrieved => {

@@ -808,6 +808,13 @@ fn stage1(
         // session lives as long as its own fd.
     };
     say!("created LUO session '{session_name}'");
+    // The memory first: LUO finishes a session's files in the reverse order,
+    // so that a session that ends without a VMM (one that died) stops a
+    // running device before it frees the memory the device writes to.
+    session
+        .preserve_fd(&mem, MEMFD_TOKEN)
+        .map_err(failed("guest memory: LIVEUPDATE_SESSION_PRESERVE_FD"))?;
+    say!("guest memory memfd preserved in the session (token {MEMFD_TOKEN:#x})");
     for (dev, rec) in devs.iter().zip(&header.devices) {
         // The choice must come before the preserve; reset, the kernel's
         // default, needs no call (and works on kernels without the feature).
@@ -850,10 +857,6 @@ fn stage1(
             rec.token
         );
     }
-    session
-        .preserve_fd(&mem, MEMFD_TOKEN)
-        .map_err(failed("guest memory: LIVEUPDATE_SESSION_PRESERVE_FD"))?;
-    say!("guest memory memfd preserved in the session (token {MEMFD_TOKEN:#x})");
 
     // Interrupts must be off for the freeze of a VFIO device.
     for dev in &devs {
