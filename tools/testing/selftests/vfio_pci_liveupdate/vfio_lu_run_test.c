@@ -27,9 +27,12 @@
  *                           RETRIEVED|KEPT for the other; after the bind the
  *                           run device still has Bus Master on and
  *                           DRIVER_OK; finish, then close the run device:
- *                           vfio-pci's close resets it and restores the
- *                           state it saved at the first open, which must not
- *                           turn Bus Master back on
+ *                           the close stops it, Bus Master off and DRIVER_OK
+ *                           gone, as after any close (vfio-pci resets it and
+ *                           disables it; the state it restores, saved at the
+ *                           first open, has Bus Master masked out too, which
+ *                           only shortens the time it is on, and no test here
+ *                           can see)
  */
 #include <libgen.h>
 #include <linux/pci_regs.h>
