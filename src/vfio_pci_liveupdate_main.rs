@@ -361,7 +361,8 @@ impl Handler {
         let dev = pdev.as_ref();
 
         // Check and quiesce, both by vfio-pci under its own locks: refused with interrupts on or
-        // out of D0; then the old file gets EIO, its BAR mmaps are gone and bus mastering is off.
+        // out of D0; then the old file gets EIO, its BAR mmaps are gone and bus mastering is off
+        // (in the run mode kept on through the kexec).
         let master = core
             .freeze()
             .inspect_err(|e| log_freeze_refused(pdev, *e))?;
@@ -390,8 +391,13 @@ impl Handler {
         shared.resets.frozen(began);
         dev_dbg!(
             dev,
-            "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering off, {})\n",
+            "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering {}, {})\n",
             began.elapsed().as_micros_ceil(),
+            if state.mode == DeviceMode::Run {
+                "kept on"
+            } else {
+                "off"
+            },
             done
         );
         Ok(())
