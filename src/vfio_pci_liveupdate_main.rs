@@ -389,15 +389,16 @@ impl Handler {
         undo.dismiss();
         state.master = master;
         shared.resets.frozen(began);
+        let bus_master = if state.mode == DeviceMode::Run {
+            "kept on"
+        } else {
+            "off"
+        };
         dev_dbg!(
             dev,
             "live update: frozen in {} us (interrupts off, D0, user access blocked, bus mastering {}, {})\n",
             began.elapsed().as_micros_ceil(),
-            if state.mode == DeviceMode::Run {
-                "kept on"
-            } else {
-                "off"
-            },
+            bus_master,
             done
         );
         Ok(())
