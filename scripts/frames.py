@@ -85,6 +85,19 @@ def parse_frame(data):
     return (seq, ":".join(f"{b:02x}" for b in data[6:12])), None
 
 
+def stop_on_signals():
+    """A list that SIGTERM or SIGINT makes non-empty (true): the loops of recv
+    and feed end on it."""
+    signalled = []
+
+    def on_signal(sig, _frame):
+        signalled.append(sig)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return signalled
+
+
 def recv(args):
     ready, stop, pairs = None, None, []
     it = iter(args)
@@ -100,14 +113,7 @@ def recv(args):
             sys.exit(f"frames.py recv: unknown argument {a}")
     if not pairs:
         sys.exit("frames.py recv: no LOG=SOCKET")
-    stopping = False
-
-    def on_signal(_sig, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signalled = stop_on_signals()
     socks = {}
     for log, path in pairs:
         try:
@@ -138,7 +144,7 @@ def recv(args):
             else:
                 out.write(f"# ignored: {now:.6f} {why}\n")
 
-    while not stopping and not (stop and stop.exists()):
+    while not signalled and not (stop and stop.exists()):
         try:
             readable, _, _ = select.select(list(socks), [], [], 0.2)
         except InterruptedError:
@@ -190,14 +196,7 @@ def feed(args):
             sys.exit(f"frames.py feed: unknown argument {a}")
     if not devs:
         sys.exit("frames.py feed: no LOG=HOSTSOCK=QEMUSOCK")
-    stopping = False
-
-    def on_signal(_sig, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signalled = stop_on_signals()
     # Per socket: [log file, QEMU's socket, next seq, next send time or None].
     state = {}
     for log, host, qemu in devs:
@@ -248,7 +247,7 @@ def feed(args):
 
     if ready:
         ready.write_text("ready\n")
-    while not stopping and not (stop and stop.exists()):
+    while not signalled and not (stop and stop.exists()):
         due = [st[3] for st in state.values() if st[3] is not None]
         timeout = min([0.2] + [max(0.0, d - time.time()) for d in due])
         try:

@@ -1537,6 +1537,27 @@ fn check_rx_used(
     Ok(Some((first, used)))
 }
 
+/// The common configuration of a kept or running virtio-net device against
+/// what stage 1 recorded: ESTALE with every difference.
+fn config_unchanged(
+    net: &VirtioNet<'_>,
+    state: &virtio::CommonState,
+    rec: &VirtioRecord,
+    bdf: &str,
+) -> Result<()> {
+    let diffs = net.compare(state, rec);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        format!(
+            "{bdf}: virtio-net: common config changed by the live update: {}",
+            diffs.join(", ")
+        ),
+        libc::ESTALE,
+    ))
+}
+
 /// A virtio-net device the live update kept: its common configuration as
 /// stage 1 left it, Bus Master off; then Bus Master and DRIVER_OK again; its
 /// transmit queue resumed, ring indices and sequence numbers continued.
@@ -1561,16 +1582,7 @@ fn resume_virtio_net<'a>(
             libc::ESTALE,
         ));
     }
-    let diffs = net.compare(&state, rec);
-    if !diffs.is_empty() {
-        return Err(Failure::new(
-            format!(
-                "{bdf}: virtio-net: common config changed by the live update: {}",
-                diffs.join(", ")
-            ),
-            libc::ESTALE,
-        ));
-    }
+    config_unchanged(&net, &state, rec, bdf)?;
     say!(
         "{bdf}: virtio-net: kept: device status {:#04x}{}, features {:#x}, TX queue {} size {} \
          at {:#x}/{:#x}/{:#x}, enabled, MSI-X vectors {}/{}{}: as stage 1 left them",
@@ -1662,16 +1674,7 @@ fn resume_running<'a>(
             libc::ESTALE,
         ));
     }
-    let diffs = net.compare(&state, rec);
-    if !diffs.is_empty() {
-        return Err(Failure::new(
-            format!(
-                "{bdf}: virtio-net: common config changed by the live update: {}",
-                diffs.join(", ")
-            ),
-            libc::ESTALE,
-        ));
-    }
+    config_unchanged(&net, &state, rec, bdf)?;
     let cmd = net.command().map_err(virtio_failed(bdf))?;
     if cmd & vfio::PCI_COMMAND_MASTER == 0 {
         return Err(Failure::new(

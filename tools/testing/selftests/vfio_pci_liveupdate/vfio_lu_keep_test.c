@@ -406,12 +406,7 @@ static void stage2(int luo, int state)
 	lost = ndevs > 1 ? ndevs - 1 : -1;
 	ksft_set_plan(1 + 9 * ndevs - (lost >= 0));
 	vfio_lu_state_done(state);
-	session = luo_retrieve_session(luo, SESSION_NAME);
-	if (session < 0)
-		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
-	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	if (iommufd < 0)
-		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+	session = vfio_lu_session_and_iommufd(luo, SESSION_NAME, false, &iommufd);
 	mfd = luo_session_retrieve_fd(session, RECORD_TOKEN);
 	rec = mfd < 0 ? MAP_FAILED : mmap(NULL, sizeof(*rec), PROT_READ, MAP_SHARED, mfd, 0);
 	if (rec == MAP_FAILED || rec->ndevs != ndevs)

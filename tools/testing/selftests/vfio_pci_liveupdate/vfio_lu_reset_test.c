@@ -280,12 +280,7 @@ static void stage2(int luo, int state)
 	find_devices();
 	ksft_set_plan(6 + NFN + 2 * NDEVS + 2 * vfio_lu_param_on("bind_preserved"));
 	vfio_lu_state_done(state);
-	session = luo_retrieve_session(luo, SESSION_NAME);
-	if (session < 0)
-		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
-	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	if (iommufd < 0)
-		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+	session = vfio_lu_session_and_iommufd(luo, SESSION_NAME, false, &iommufd);
 
 	if (serial) {
 		/* Every reset was done, in the freezes, before the kexec. */

@@ -124,13 +124,8 @@ static void stage1(int luo)
 	ksft_set_plan(3 * ndevs + 3);
 	kmsg = vfio_lu_kmsg_open();
 	vfio_lu_state_create(luo, STATE_SESSION);
-	session = luo_create_session(luo, SESSION_NAME);
-	if (session < 0)
-		ksft_exit_fail_msg("create session: %s\n", strerror(-session));
+	session = vfio_lu_session_and_iommufd(luo, SESSION_NAME, true, &iommufd);
 	close(luo);
-	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	if (iommufd < 0)
-		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
 
 	for (i = 0; i < ndevs; i++) {
 		const char *bdf = devs[i].bdf;
@@ -190,12 +185,7 @@ static void stage2(int luo, int state)
 	ksft_set_plan(3 + 3 * ndevs + 2);
 	run_fd = -1;
 	vfio_lu_state_done(state);
-	session = luo_retrieve_session(luo, SESSION_NAME);
-	if (session < 0)
-		ksft_exit_fail_msg("retrieve session: %s\n", strerror(-session));
-	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-	if (iommufd < 0)
-		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+	session = vfio_lu_session_and_iommufd(luo, SESSION_NAME, false, &iommufd);
 
 	/* Before anything of this kernel's VFIO touches the devices */
 	cmd = sysfs_command(devs[0].bdf);

@@ -40,6 +40,8 @@
 #include <libliveupdate.h>
 #include <libvfio.h>
 
+#include "kselftest.h"
+
 #define VFIO_LU_MAX_DEVS	64
 #define VFIO_LU_MODULE		"vfio_pci_liveupdate"
 #define VFIO_LU_MODULES_DIR	"/lib/modules"
@@ -376,6 +378,25 @@ static inline int vfio_lu_fd_bdf(int fd, char *bdf, size_t len)
 		return -ENOENT;
 	snprintf(bdf, len, "%s", slash + 1);
 	return 0;
+}
+
+/*
+ * A two-stage program's session @name, created (@create, stage 1) or
+ * retrieved (stage 2), and /dev/iommu opened into @iommufd: the session's
+ * fd. Exits the program with the reason if either fails.
+ */
+static inline int vfio_lu_session_and_iommufd(int luo, const char *name, bool create,
+					      int *iommufd)
+{
+	int session = create ? luo_create_session(luo, name) : luo_retrieve_session(luo, name);
+
+	if (session < 0)
+		ksft_exit_fail_msg("%s session %s: %s\n", create ? "create" : "retrieve", name,
+				   strerror(-session));
+	*iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (*iommufd < 0)
+		ksft_exit_fail_msg("open /dev/iommu: %s\n", strerror(errno));
+	return session;
 }
 
 /* Leave a child process holding every open fd until the kexec. */
