@@ -201,7 +201,6 @@ struct Preserved {
     bad_handle: bool,
 }
 
-/// Logs why the freeze of `pdev` was refused by vfio-pci.
 /// Stops the DMA of a device of the run mode (the previous kernel's `data`) that no VMM drives:
 /// clears bus mastering in its command register. Other modes' devices stopped at the freeze.
 fn stop_running(data: &Ser, why: &str) {
@@ -228,6 +227,7 @@ fn stop_running(data: &Ser, why: &str) {
     }
 }
 
+/// Logs why the freeze of `pdev` was refused by vfio-pci.
 fn log_freeze_refused(pdev: &pci::Device, e: Error) {
     let dev = pdev.as_ref();
     match e {
@@ -300,18 +300,18 @@ impl Handler {
                     Ok(master) => {
                         if run && !master {
                             dev_warn!(
-                            dev,
-                            "live update: retrieve: the device's DMA did not go on through the kexec: Bus Master is off; its state is kept\n"
-                        );
+                                dev,
+                                "live update: retrieve: the device's DMA did not go on through the kexec: Bus Master is off; its state is kept\n"
+                            );
                         }
                         (true, run && master)
                     }
                     Err(lost) => {
                         dev_warn!(
-                        dev,
-                        "live update: retrieve: the state of the kept device was lost ({}); resetting it, its VMM must initialise it again\n",
-                        lost
-                    );
+                            dev,
+                            "live update: retrieve: the state of the kept device was lost ({}); resetting it, its VMM must initialise it again\n",
+                            lost
+                        );
                         self.shared
                             .reset_at_retrieve(&core, &location, ResetRecord::NotReset)?;
                         (false, false)
