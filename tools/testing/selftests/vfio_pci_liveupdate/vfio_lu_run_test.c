@@ -15,7 +15,12 @@
  *                           brought to DRIVER_OK with Bus Master on; with
  *                           MSI-X on, the preserve of the run device fails
  *                           with EBUSY (interrupts cannot go on through the
- *                           kexec); with MSI-X off it is preserved
+ *                           kexec); with MSI-X off it is preserved; a
+ *                           kexec that the keep device refuses (INTx on;
+ *                           the run device, preserved first, was frozen
+ *                           before) is cancelled, and gives the run device
+ *                           back running: DRIVER_OK, Bus Master on, its
+ *                           file usable
  *   vfio_lu_run_test -s 2   before retrieve: the run device has Bus Master
  *                           on, as has the bridge above it (the kexec's
  *                           shutdown left it on; nothing of the new kernel
@@ -35,7 +40,9 @@
  *                           can see)
  */
 #include <libgen.h>
+#include <sys/syscall.h>
 #include <linux/pci_regs.h>
+#include <linux/reboot.h>
 #include "vfio_lu_util.h"
 #include "kselftest.h"
 
@@ -116,12 +123,12 @@ static int start(int fd)
 static void stage1(int luo)
 {
 	struct vfio_device_feature_liveupdate lu;
-	int session, iommufd, fd, ret, i, kmsg;
+	int session, iommufd, fd, ret, i, kmsg, status, fds[2];
 	char needle[256];
 
 	if (ndevs != 2)
 		ksft_exit_fail_msg("two devices needed (vfio_lu_keep_devs=), got %d\n", ndevs);
-	ksft_set_plan(3 * ndevs + 3);
+	ksft_set_plan(3 * ndevs + 4);
 	kmsg = vfio_lu_kmsg_open();
 	vfio_lu_state_create(luo, STATE_SESSION);
 	session = vfio_lu_session_and_iommufd(luo, SESSION_NAME, true, &iommufd);
@@ -167,7 +174,25 @@ static void stage1(int luo)
 		ret = luo_session_preserve_fd(session, fd, TOKEN(i));
 		ksft_test_result(!ret, "stage1_preserve %s (mode %u: %s)\n", bdf, mode_of(i),
 				 strerror(-ret));
+		fds[i] = fd;
 	}
+
+	/*
+	 * A cancelled kexec: LUO freezes the files in the order they were
+	 * preserved, so the run device is frozen (Bus Master kept on) before
+	 * the keep device refuses (interrupts on), and then unfrozen.
+	 */
+	ret = vfio_lu_set_intx(fds[1], true);
+	ret = ret ?: (syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2,
+			      LINUX_REBOOT_CMD_KEXEC, NULL) ? -errno : 0);
+	status = vfio_lu_set_intx(fds[1], false);
+	if (status)
+		ksft_exit_fail_msg("%s: INTx off: %s\n", devs[1].bdf, strerror(-status));
+	status = vfio_lu_virtio_status(fds[0]);
+	ksft_test_result(ret == -EBUSY && status == STATUS_OK &&
+			 (fd_command(fds[0]) & PCI_COMMAND_MASTER),
+			 "stage1_cancelled_kexec_leaves_run_device_running %s (reboot: %s, status %d)\n",
+			 devs[0].bdf, strerror(-ret), status);
 	ret = vfio_lu_hold_fds_for_kexec();
 	if (ret < 0)
 		ksft_exit_fail_msg("fork: %s\n", strerror(-ret));
