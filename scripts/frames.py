@@ -85,6 +85,21 @@ def parse_frame(data):
     return (seq, ":".join(f"{b:02x}" for b in data[6:12])), None
 
 
+def bind_dgram(path):
+    """A non-blocking AF_UNIX datagram socket bound at path (an old file
+    there removed), with room for many queued datagrams: QEMU writes frames
+    as fast as the guest sends them while this process sleeps."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return s
+
+
 def stop_on_signals():
     """A list that SIGTERM or SIGINT makes non-empty (true): the loops of recv
     and feed end on it."""
@@ -116,17 +131,7 @@ def recv(args):
     signalled = stop_on_signals()
     socks = {}
     for log, path in pairs:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.bind(path)
-        s.setblocking(False)
-        # QEMU writes the frames as fast as the guest sends them: room for
-        # many queued datagrams while this process sleeps.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        socks[s] = open(log, "a", buffering=1)
+        socks[bind_dgram(path)] = open(log, "a", buffering=1)
     if ready:
         ready.write_text("ready\n")
 
@@ -200,15 +205,7 @@ def feed(args):
     # Per socket: [log file, QEMU's socket, next seq, next send time or None].
     state = {}
     for log, host, qemu in devs:
-        try:
-            os.unlink(host)
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.bind(host)
-        s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        state[s] = [open(log, "a", buffering=1), qemu, 0, None]
+        state[bind_dgram(host)] = [open(log, "a", buffering=1), qemu, 0, None]
 
     def drain(s):
         st = state[s]

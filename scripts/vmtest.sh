@@ -377,12 +377,18 @@ start_frames() {
 	python3 "$PROJECT/scripts/frames.py" recv --ready "$RUN/frames.ready" \
 		--stop "$RUN/frames.stop" "${args[@]}" &
 	FRAMES_PID=$!
+	wait_ready "$RUN/frames.ready" "$FRAMES_PID" || \
+		die "the frame receiver (scripts/frames.py) did not bind its sockets in $SOCKS"
+}
+# Waits up to 10 s for file $1, which process $2 writes once its sockets are
+# bound; fails if the process ends first or the time runs out.
+wait_ready() {
 	for _ in $(seq 100); do
-		[ -e "$RUN/frames.ready" ] && return 0
-		kill -0 "$FRAMES_PID" 2>/dev/null || break
+		[ -e "$1" ] && return 0
+		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.1
 	done
-	die "the frame receiver (scripts/frames.py) did not bind its sockets in $SOCKS"
+	return 1
 }
 # The feeder of the virtio-net-rx devices' receive side: bound before QEMU
 # starts (it sends from its own socket to QEMU's, once the device's READY
@@ -399,12 +405,8 @@ start_feed() {
 	python3 "$PROJECT/scripts/frames.py" feed --ready "$RUN/feed.ready" \
 		--stop "$RUN/feed.stop" --interval "$RX_INTERVAL" "${args[@]}" &
 	FEED_PID=$!
-	for _ in $(seq 100); do
-		[ -e "$RUN/feed.ready" ] && return 0
-		kill -0 "$FEED_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	die "the frame feeder (scripts/frames.py feed) did not bind its sockets in $SOCKS"
+	wait_ready "$RUN/feed.ready" "$FEED_PID" || \
+		die "the frame feeder (scripts/frames.py feed) did not bind its sockets in $SOCKS"
 }
 stop_feed() {
 	local d

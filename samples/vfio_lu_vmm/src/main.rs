@@ -921,11 +921,7 @@ fn stage1(
                     r.stats.seqs.len(),
                     r.stats.runs(),
                     r.stats.gap_text(),
-                    if r.stats.other > 0 {
-                        format!("; {} other frame(s)", r.stats.other)
-                    } else {
-                        String::new()
-                    },
+                    r.stats.other_text(),
                     rec.next_avail,
                     rec.last_used
                 );
@@ -1263,11 +1259,7 @@ fn stage2(session_name: &str, require_kept: bool, rx_secs: f64) -> Result<()> {
                 r.stats.seqs.len(),
                 r.stats.runs(),
                 r.stats.gap_text(),
-                if r.stats.other > 0 {
-                    format!("; {} other frame(s)", r.stats.other)
-                } else {
-                    String::new()
-                },
+                r.stats.other_text(),
                 rec.received,
                 rec.next_avail,
                 rec.last_used

@@ -312,6 +312,16 @@ impl Stats {
             None => "no gap measured (fewer than two frames)".into(),
         }
     }
+
+    /// "; N other frame(s)" for frames that were not the host's numbered
+    /// ones, empty if none.
+    pub fn other_text(&self) -> String {
+        if self.other > 0 {
+            format!("; {} other frame(s)", self.other)
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Sequence numbers in the order given, runs of consecutive numbers

@@ -575,22 +575,10 @@ impl<'a> VirtioNet<'a> {
     /// The transmit queue's notification address: notify structure +
     /// `queue_notify_off` x `notify_off_multiplier`.
     fn tx_notify(&self, slot_off: usize, size: u16) -> Result<TxQueue> {
-        self.write16(COMMON_QUEUE_SELECT, "queue_select", TX_QUEUE)?;
-        let notify_off = self.read16(COMMON_QUEUE_NOTIFY_OFF, "queue_notify_off")?;
-        let notify = u64::from(notify_off) * u64::from(self.notify_multiplier);
-        if notify + 2 > u64::from(self.notify.length) {
-            return Err(Error::new(
-                format!(
-                    "queue {TX_QUEUE}: notify offset {notify:#x} outside the notify structure ({:#x} bytes)",
-                    self.notify.length
-                ),
-                libc::ERANGE,
-            ));
-        }
         Ok(TxQueue {
             slot_off,
             size,
-            notify: self.notify.offset + notify,
+            notify: self.queue_notify(TX_QUEUE)?,
         })
     }
 
