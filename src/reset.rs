@@ -51,10 +51,9 @@ use kernel::{
 /// device and upstream bridge, before it gives up: 3 s. The freeze took them a moment earlier;
 /// now the resets of the other functions behind the same bridge, or of the same device set,
 /// hold them in turn (about 100 ms each), or a newcomer does.
-const LOCK_ATTEMPTS: i64 = 300;
+pub(crate) const LOCK_WAIT_MS: i64 = 3_000;
+/// How long [`retry_locked`] sleeps between two tries.
 const LOCK_RETRY_MS: i64 = 10;
-/// How long [`retry_locked`] tries, in all.
-pub(crate) const LOCK_WAIT_MS: i64 = LOCK_ATTEMPTS * LOCK_RETRY_MS;
 
 /// How long the reboot notifier waits for the queued resets before it lets the kexec go on. A
 /// reset that has not finished by then is recorded as not done, and the new kernel resets the
@@ -104,7 +103,7 @@ pub(crate) enum Fault {
 
 /// Resets the device of `core` under vfio-pci's locks ([`vfio::PciDevice::reset`]: bus mastering
 /// off, the configuration as it was just before the reset written back), trying the locks for
-/// [`LOCK_ATTEMPTS`] times [`LOCK_RETRY_MS`] ms, and logs the outcome with the time the reset
+/// [`LOCK_WAIT_MS`] ([`retry_locked`]), and logs the outcome with the time the reset
 /// took. Fails with [`EAGAIN`] if the locks stayed taken, or with the error of the reset. `fault`
 /// is the reset fault that the tests armed for the device ([`Faults::take_reset_fault`]), and
 /// `faults` records the reset for them.
@@ -170,7 +169,7 @@ pub(crate) fn describe_failure(e: Error) -> impl kernel::fmt::Display {
                 write!(
                     f,
                     "the device, its upstream bridge or its VFIO device set stayed locked by someone else for {} ms",
-                    LOCK_ATTEMPTS * LOCK_RETRY_MS
+                    LOCK_WAIT_MS
                 )
             } else {
                 write!(f, "the reset did not work ({:?})", self.0)
@@ -208,19 +207,22 @@ impl_has_work! {
     impl HasWork<Self> for Job { self.work }
 }
 
-/// Calls `f` while it fails with [`EAGAIN`], [`LOCK_ATTEMPTS`] times at most, [`LOCK_RETRY_MS`]
-/// apart.
+/// Calls `f` while it fails with [`EAGAIN`], [`LOCK_RETRY_MS`] apart, until [`LOCK_WAIT_MS`] have
+/// passed since the first call. The limit is a time, not a number of tries: on a loaded machine a
+/// sleep lasts longer than asked, and the wait must still end well before the reboot notifier's
+/// ([`WAIT_ALL_MS`]).
 pub(crate) fn retry_locked(mut f: impl FnMut() -> Result) -> Result {
-    for attempt in 1..=LOCK_ATTEMPTS {
+    let start = Instant::<Monotonic>::now();
+    loop {
         match f() {
             Err(e) if e == EAGAIN => {}
             res => return res,
         }
-        if attempt < LOCK_ATTEMPTS {
-            fsleep(Delta::from_millis(LOCK_RETRY_MS));
+        if start.elapsed() >= Delta::from_millis(LOCK_WAIT_MS) {
+            return Err(EAGAIN);
         }
+        fsleep(Delta::from_millis(LOCK_RETRY_MS));
     }
-    Err(EAGAIN)
 }
 
 impl Job {

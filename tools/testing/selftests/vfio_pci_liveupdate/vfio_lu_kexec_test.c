@@ -10,7 +10,7 @@
  *                             device, frozen and reset before the refusal, is
  *                             unfrozen and works as before; while it was frozen,
  *                             its fd gave EIO and its BAR mmap SIGBUS (the kexec
- *                             is refused again, up to 5 times, until a look
+ *                             is refused again, up to 10 times, until a look
  *                             by another thread fell wholly inside the
  *                             freeze); a child holds the session for the real
  *                             kexec (interrupts off)
@@ -50,7 +50,7 @@
 /* virtio device status ACKNOWLEDGE, set after retrieve: the bind must keep it */
 #define VIRTIO_STATUS_MARK	0x01
 /* kexecs refused at most, until the watcher has seen the device frozen throughout */
-#define REFUSALS	5
+#define REFUSALS	10
 
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
 static int ndevs;

@@ -34,7 +34,9 @@
 #define CYCLES		1000
 #define CHILD_CYCLES	300
 /* Per test: the debug kernel (KASAN, lockdep, kmemleak) is slow under TCG. */
-#define TIMEOUT_S	300
+#define TIMEOUT_S	900
+/* How many times, 100 ms apart, the unbind test looks for the unbind to start. */
+#define UNBIND_POLLS	600
 /* Queued resets exist only in parallel mode; serial mode does a few rounds. */
 #define UNLOADS		50
 #define UNLOADS_SERIAL	5
@@ -208,7 +210,19 @@ TEST_F_TIMEOUT(stress, unbind_vfio_pci_while_preserved, TIMEOUT_S)
 		close(session);
 		_exit(vfio_lu_write_file("/sys/bus/pci/drivers/vfio-pci/unbind", bdf) ? 1 : 0);
 	}
-	sleep(2);
+	/*
+	 * The unbind holds the device lock once the driver link is gone
+	 * (driver_sysfs_remove() comes before the remove that waits); without
+	 * it the kexec below would really happen.
+	 */
+	for (ret = 0; ret < UNBIND_POLLS; ret++) {
+		vfio_lu_driver(bdf, drv, sizeof(drv));
+		if (!drv[0])
+			break;
+		usleep(100000);
+	}
+	ASSERT_STREQ("", drv) TH_LOG("the unbind did not start in %d s", UNBIND_POLLS / 10);
+	sleep(1);
 	EXPECT_EQ(0, waitpid(pid, &status, WNOHANG)) TH_LOG("the unbind did not wait");
 
 	kmsg = vfio_lu_kmsg_open();

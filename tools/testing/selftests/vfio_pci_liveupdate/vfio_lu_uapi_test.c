@@ -19,6 +19,12 @@
 static struct vfio_lu_dev devs[VFIO_LU_MAX_DEVS];
 static int ndevs;
 
+/*
+ * Per test: each opens and closes a device (an FLR each), under the debug
+ * kernel in a TCG guest beside four others; the harness's 30 s is too short.
+ */
+#define TIMEOUT_S	300
+
 FIXTURE(luo) {
 	struct vfio_lu_dev dev;		/* the first device given */
 	struct iommu *iommu;		/* libvfio: an iommufd and its IOAS */
@@ -44,7 +50,7 @@ FIXTURE_TEARDOWN(luo)
 	close(self->luo);
 }
 
-TEST_F(luo, preserve_cdev_fd)
+TEST_F_TIMEOUT(luo, preserve_cdev_fd, TIMEOUT_S)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd);
 
@@ -57,7 +63,7 @@ TEST_F(luo, preserve_cdev_fd)
  * LUO holds the handler's module for every preserved file, and for the
  * handler's list of preserved devices while any file is preserved; only then.
  */
-TEST_F(luo, module_pinned_only_while_preserved)
+TEST_F_TIMEOUT(luo, module_pinned_only_while_preserved, TIMEOUT_S)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), before = vfio_lu_module_refcnt();
 
@@ -73,7 +79,7 @@ TEST_F(luo, module_pinned_only_while_preserved)
 }
 
 /* A device file from VFIO_GROUP_GET_DEVICE_FD: no handler takes it. */
-TEST_F(luo, group_device_fd_refused)
+TEST_F_TIMEOUT(luo, group_device_fd_refused, TIMEOUT_S)
 {
 	struct iommu *type1 = iommu_init(MODE_VFIO_TYPE1V2_IOMMU);
 	struct vfio_pci_device *device = vfio_pci_device_alloc(self->dev.bdf, type1);
@@ -102,7 +108,7 @@ TEST_F(luo, group_device_fd_refused)
 }
 
 /* A file no handler knows: a pipe. And iommufd, which has no handler here. */
-TEST_F(luo, non_vfio_fd_refused)
+TEST_F_TIMEOUT(luo, non_vfio_fd_refused, TIMEOUT_S)
 {
 	int p[2];
 
@@ -114,7 +120,7 @@ TEST_F(luo, non_vfio_fd_refused)
 	close(p[1]);
 }
 
-TEST_F(luo, same_fd_twice_refused)
+TEST_F_TIMEOUT(luo, same_fd_twice_refused, TIMEOUT_S)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2;
 
@@ -130,7 +136,7 @@ TEST_F(luo, same_fd_twice_refused)
 	close(fd);
 }
 
-TEST_F(luo, closing_the_session_unpreserves)
+TEST_F_TIMEOUT(luo, closing_the_session_unpreserves, TIMEOUT_S)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), session2;
 
@@ -151,7 +157,7 @@ TEST_F(luo, closing_the_session_unpreserves)
  * One device, one preserved file: a second file of a preserved device is
  * refused, in any session, until the first is no longer preserved.
  */
-TEST_F(luo, second_file_of_a_device_refused)
+TEST_F_TIMEOUT(luo, second_file_of_a_device_refused, TIMEOUT_S)
 {
 	int fd = vfio_lu_bound_cdev(self->dev.bdf, self->iommufd), fd2, session2;
 
@@ -185,7 +191,7 @@ TEST_F(luo, second_file_of_a_device_refused)
  * a log line naming the device (its freeze would reset a device that
  * another process may be driving); bound, the same file is taken.
  */
-TEST_F(luo, unbound_cdev_fd_refused)
+TEST_F_TIMEOUT(luo, unbound_cdev_fd_refused, TIMEOUT_S)
 {
 	int fd = vfio_lu_open_cdev(self->dev.bdf), kmsg = vfio_lu_kmsg_open();
 	char needle[160];
@@ -220,7 +226,7 @@ static const char *find_dev(unsigned int vendor, unsigned int device, char *bdf,
  * has VFs, created here through vfio-pci on the PF, and the first one is
  * bound to vfio-pci and opened through its cdev.
  */
-TEST_F(luo, sriov_vf_refused)
+TEST_F_TIMEOUT(luo, sriov_vf_refused, TIMEOUT_S)
 {
 	char pf[32], path[PATH_MAX], needle[128];
 	char *vf;
