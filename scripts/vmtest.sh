@@ -41,7 +41,7 @@
 # virtio-net-rx: the same, with a receive queue of 1024 entries
 # (rx_queue_size), whose receive side the host feeds: scripts/frames.py feed
 # sends it a numbered frame every VFIO_LU_RX_INTERVAL seconds (default 0.02,
-# 0.25 with the debug kernel) once the sample VMM's READY marker arrives, and
+# 0.5 with the debug kernel) once the sample VMM's READY marker arrives, and
 # logs every frame sent and every marker received (feed-<index>.log); the
 # report checks what the device received against it (the sample VMM's --rx).
 #
@@ -75,11 +75,11 @@ NOIOMMU=
 IDLE_D3=
 # The feeder's interval: the receive queue (1024 buffers) must hold every
 # frame sent while no VMM runs, the kexec window: about 3 s with the release
-# kernel; with the debug kernel 21 to 28 s alone, and up to 106 s beside make
+# kernel; with the debug kernel 21 to 28 s alone, and 93 to 191 s beside make
 # test's four other runs on 2 cores (which filled a ring of 102 s once),
-# hence 20 ms (51 frames/s, 20 s of ring) and 250 ms (256 s of ring).
+# hence 20 ms (51 frames/s, 20 s of ring) and 500 ms (512 s of ring).
 RX_INTERVAL=${VFIO_LU_RX_INTERVAL:-0.02}
-[ "$KFLAVOUR" = debug ] && RX_INTERVAL=${VFIO_LU_RX_INTERVAL:-0.25}
+[ "$KFLAVOUR" = debug ] && RX_INTERVAL=${VFIO_LU_RX_INTERVAL:-0.5}
 APPEND=
 LISTS=
 # One host thread per VM (thread=single): make test runs three VMs on the
