@@ -100,6 +100,17 @@ def bind_dgram(path):
     return s
 
 
+def pending(s):
+    """The datagrams queued on the non-blocking socket s, each as (arrival
+    time, data)."""
+    while True:
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            return
+        yield time.time(), data
+
+
 def stop_on_signals():
     """A list that SIGTERM or SIGINT makes non-empty (true): the loops of recv
     and feed end on it."""
@@ -137,12 +148,7 @@ def recv(args):
 
     def drain(s):
         out = socks[s]
-        while True:
-            try:
-                data = s.recv(65536)
-            except BlockingIOError:
-                return
-            now = time.time()
+        for now, data in pending(s):
             frame, why = parse_frame(data)
             if frame:
                 out.write(f"{now:.6f} {frame[0]} {frame[1]}\n")
@@ -209,12 +215,7 @@ def feed(args):
 
     def drain(s):
         st = state[s]
-        while True:
-            try:
-                data = s.recv(65536)
-            except BlockingIOError:
-                return
-            now = time.time()
+        for now, data in pending(s):
             marker = parse_marker(data)
             frame, why = parse_frame(data)
             if marker:
