@@ -215,7 +215,7 @@ TEST_F_TIMEOUT(stress, unbind_vfio_pci_while_preserved, TIMEOUT_S)
 	 * (driver_sysfs_remove() comes before the remove that waits); without
 	 * it the kexec below would really happen.
 	 */
-	for (ret = 0; ret < UNBIND_POLLS; ret++) {
+	for (int poll = 0; poll < UNBIND_POLLS; poll++) {
 		vfio_lu_driver(bdf, drv, sizeof(drv));
 		if (!drv[0])
 			break;
